@@ -1,0 +1,295 @@
+"""Typed, frozen run configuration: YAML files + ``key=value`` overrides -> validated dataclasses.
+
+Every concern declares a frozen dataclass in its own package (``model/config.py`` ...); this module only
+knows how to build any such dataclass from nested dicts with type checks and helpful errors, and how to
+compose them into one :class:`RunConfig` that is saved with each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import hashlib
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key and what was expected."""
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        args = get_args(tp)
+        inner = _type_name(args[0]) if args else "any"
+        return f"list of {inner}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` or raise a ConfigError naming key, value and expected type."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: got {value!r}, expected null")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if origin in (tuple, list):
+        if isinstance(value, str):  # `patch_nums=1,2,3` on a command line arrives as one string
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+        args = get_args(tp)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping of {tp.__name__} fields")
+        return build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: got {value!r}, expected bool (true/false)")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: got {value!r}, expected int")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "3e-4" as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: got {value!r}, expected float")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: got {value!r}, expected str")
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")
+
+
+def build(cls: type[T], mapping: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    mapping = dict(mapping or {})
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in mapping if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(_join(prefix, c) for c in close)}?" if close else ""
+        raise ConfigError(
+            f"unknown config key {_join(prefix, key)!r}{hint} "
+            f"(valid keys under {prefix or 'the top level'}: {', '.join(sorted(fields))})"
+        )
+    kwargs = {name: _coerce(value, hints[name], _join(prefix, name)) for name, value in mapping.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field was not given
+        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+# ---------------------------------------------------------------------------------------------- dict ops
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain nested dict/list form of a config (tuples become lists), suitable for YAML and JSON."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def config_hash(cfg: Any) -> str:
+    """12 hex chars identifying a resolved config, so a requeued job finds its own run directory."""
+    canonical = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML config, resolving its ``defaults:`` list (paths relative to the file, merged in order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as fh:
+        try:
+            data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    merged: dict = {}
+    for parent in data.pop("defaults", []) or []:
+        merged = _merge(merged, read_yaml(path.parent / parent))
+    return _merge(merged, data)
+
+
+def apply_override(mapping: dict, override: str) -> dict:
+    """Apply one ``a.b.c=value`` override (value parsed as a YAML scalar or list)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value (e.g. model.depth=8)")
+    dotted, raw = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    update: dict = value
+    for key in reversed(keys):
+        update = {key: update}
+    return _merge(mapping, update)
+
+
+# ---------------------------------------------------------------------------------------------- RunConfig
+
+
+def _run_config_class():
+    """RunConfig composes every package's config; imported lazily to keep this module dependency-free."""
+    from srdd_scale.data.config import DataConfig
+    from srdd_scale.model.config import ModelConfig
+    from srdd_scale.text.config import TextConfig
+    from srdd_scale.tokenizer.config import TokenizerConfig
+    from srdd_scale.train.config import LoggingConfig, ParallelConfig, TrainConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class RunConfig:
+        """Everything one training run needs; saved as config.yaml in the run directory."""
+
+        data: DataConfig = dataclasses.field(default_factory=DataConfig)
+        tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+        text: TextConfig = dataclasses.field(default_factory=TextConfig)
+        model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+        train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+        parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
+        logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+
+        def validate(self) -> None:
+            for field in dataclasses.fields(self):
+                sub = getattr(self, field.name)
+                if hasattr(sub, "validate"):
+                    sub.validate()
+
+    RunConfig.__module__ = __name__
+    RunConfig.__qualname__ = "RunConfig"
+    return RunConfig
+
+
+def __getattr__(name: str):
+    if name == "RunConfig":
+        cls = _run_config_class()
+        globals()["RunConfig"] = cls
+        return cls
+    raise AttributeError(name)
+
+
+def load_config(
+    yaml_paths: typing.Sequence[str | Path] = (), overrides: typing.Sequence[str] = (), cls: type | None = None
+):
+    """Resolve YAML files (merged in order) and overrides into a validated, frozen config of ``cls``."""
+    cls = cls or __getattr__("RunConfig")
+    mapping: dict = {}
+    for path in yaml_paths:
+        mapping = _merge(mapping, read_yaml(path))
+    for override in overrides:
+        mapping = apply_override(mapping, override)
+    cfg = build(cls, mapping)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (the file a later run reloads with :func:`load_saved_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_saved_config(path: str | Path, cls: type | None = None):
+    return load_config([path], (), cls)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """Every tool takes YAML files and ``key=value`` overrides the same way, plus ``--print-config``."""
+    parser.add_argument(
+        "config_args",
+        nargs="*",
+        metavar="CONFIG.yaml | key=value",
+        help="YAML config files (merged in order) followed by key=value overrides, e.g. model.depth=8",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def config_from_args(args: argparse.Namespace, cls: type | None = None, default_yaml: typing.Sequence[str] = ()):
+    """Resolve a tool's config from its arguments; prints it and exits when ``--print-config`` is given."""
+    yaml_paths = [a for a in args.config_args if "=" not in a]
+    overrides = [a for a in args.config_args if "=" in a]
+    try:
+        cfg = load_config(list(default_yaml) + yaml_paths, overrides, cls)
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        sys.exit(0)
+    return cfg

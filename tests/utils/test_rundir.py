@@ -1,0 +1,24 @@
+"""Run directories: keyed by config, holding the resolved config and provenance."""
+
+from __future__ import annotations
+
+import json
+
+from srdd_scale.config import load_saved_config
+from srdd_scale.utils.rundir import prepare_run_dir, run_dir_for
+
+from tests.test_config import Outer
+from srdd_scale.config import load_config
+
+
+def test_run_dir_is_keyed_by_config_and_holds_provenance(tmp_path):
+    cfg = load_config([], ["inner.depth=5"], cls=Outer)
+    run_dir = run_dir_for(cfg, tmp_path, "demo")
+    assert run_dir == run_dir_for(load_config([], ["inner.depth=5"], cls=Outer), tmp_path, "demo")
+    assert run_dir != run_dir_for(load_config([], ["inner.depth=6"], cls=Outer), tmp_path, "demo")
+    prepare_run_dir(run_dir, cfg)
+    assert load_saved_config(run_dir / "config.yaml", cls=Outer) == cfg
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["libraries"]["torch"]
+    assert prov["machine"]["cpu_count"] >= 1
+    assert (run_dir / "checkpoints").is_dir()
