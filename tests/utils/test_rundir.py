@@ -7,8 +7,19 @@ import json
 from srdd_scale.config import load_saved_config
 from srdd_scale.utils.rundir import prepare_run_dir, run_dir_for
 
-from tests.test_config import Outer
+import dataclasses
+
 from srdd_scale.config import load_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    depth: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    inner: Inner = dataclasses.field(default_factory=Inner)
 
 
 def test_run_dir_is_keyed_by_config_and_holds_provenance(tmp_path):
