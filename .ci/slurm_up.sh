@@ -135,7 +135,9 @@ EOF
 start_slurm() {
   if ! pid_alive /run/slurm/slurmctld.pid; then
     log "starting slurmctld"
-    /usr/sbin/slurmctld -c  # -c: start from a clean state (no jobs left over from an earlier CI run)
+    # No -c: keeping the saved state keeps job ids increasing across restarts, so the accounting database
+    # (which outlives slurmctld) never holds two jobs with the same id for sacct/submitit to confuse.
+    /usr/sbin/slurmctld
   fi
   wait_for slurmctld 30 scontrol ping
   if ! pid_alive /run/slurm/slurmd.pid; then
