@@ -1,0 +1,55 @@
+"""Typed config for data: where images come from, how they are preprocessed and pretokenized, and where
+the MDS shards that training streams live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from srdd_scale.config import ConfigError
+
+SOURCES = ("auto", "synthetic", "folder", "webdataset")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input corpus, preprocessing, pretokenize throughput knobs and the streaming reader's settings."""
+
+    # --- input corpus (tools/pretokenize.py)
+    source: Literal["auto", "synthetic", "folder", "webdataset"] = "auto"  # auto: synthetic if no input, else detect
+    input: str = ""  # image folder, .tar file, folder of .tar files, or glob(s) (comma-separated)
+    image_size: int = 64  # square side fed to the image tokenizer (must equal tokenizer.image_size)
+    seed: int = 0  # synthetic shapes seed (the data set is a pure function of it)
+    synthetic_train_samples: int = 2048  # size of the synthetic `train` split that pretokenize writes
+    synthetic_heldout_samples: int = 256  # size of the synthetic `heldout` split (0: do not write it)
+    # --- preprocessing (VAR resizes the short side to 1.125x then crops; srdd-method.md §7.3)
+    resize_ratio: float = 1.125  # short side is resized to round(resize_ratio * image_size), then centre-cropped
+    min_size: int = 0  # images whose short side is below this are skipped as `too_small` (0: keep all)
+    max_image_pixels: int = 89_478_485  # larger images are skipped as `decompression_bomb` (Pillow's default)
+    # --- pretokenize throughput
+    decode_workers: int = 2  # processes decoding/resizing images in parallel
+    encode_batch_size: int = 64  # images per tokenizer.encode call
+    shard_size_limit: int = 1 << 26  # bytes of uncompressed samples per MDS shard (64 MiB)
+    # --- reading shards (srdd_scale.data.loader)
+    train_path: str = "data/shapes/train"  # MDS folder (or remote URI such as s3://...) streamed for training
+    heldout_path: str = "data/shapes/heldout"  # MDS folder for evaluation ("" when there is none)
+    cache_dir: str = ""  # local cache for remote shards ("": a folder under the system temp dir)
+    shuffle: bool = True  # shuffle training samples (seeded by the train seed)
+    shuffle_block_size: int = 0  # streaming's shuffle block size (0: streaming's default)
+    num_workers: int = 2  # DataLoader workers reading shards
+    predownload: int = 0  # samples to fetch ahead per worker for remote data (0: streaming's default)
+
+    def validate(self) -> None:
+        if self.source in ("folder", "webdataset") and not self.input:
+            raise ConfigError(f"data.source={self.source!r} needs data.input (a folder, .tar file or glob)")
+        if self.image_size < 16:
+            raise ConfigError(f"data.image_size={self.image_size}: expected >= 16 pixels")
+        if self.resize_ratio < 1.0:
+            raise ConfigError(f"data.resize_ratio={self.resize_ratio}: expected >= 1.0 (resize, then crop)")
+        for key in ("min_size", "synthetic_train_samples", "synthetic_heldout_samples", "decode_workers",
+                    "shuffle_block_size", "num_workers", "predownload"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key}={getattr(self, key)}: expected >= 0")
+        for key in ("max_image_pixels", "encode_batch_size", "shard_size_limit"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key}={getattr(self, key)}: expected a positive integer")
