@@ -1,0 +1,138 @@
+"""Streaming reader for pretokenized MDS shards: seeded shuffle, exact resume, tensors out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srdd_scale.config import ConfigError
+from srdd_scale.data.config import DataConfig
+from srdd_scale.data.mds import META_FILE, check_meta
+from srdd_scale.utils.dist import dist_env_from_environ
+
+_SHM_DIR = Path("/dev/shm")
+_SHM_NAME = re.compile(r"^(\d{6})_")
+
+
+class CollateCodes:
+    """Stack samples into tensors; captions are right-padded to a fixed length so shapes never change."""
+
+    def __init__(self, pad_id: int, text_length: int):
+        self.pad_id = pad_id
+        self.text_length = text_length
+
+    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = len(samples)
+        codes = torch.from_numpy(np.stack([s["codes"] for s in samples]).astype(np.int64))
+        text_ids = torch.full((batch, self.text_length), self.pad_id, dtype=torch.long)
+        text_mask = torch.zeros((batch, self.text_length), dtype=torch.bool)
+        for row, sample in enumerate(samples):
+            ids = torch.from_numpy(sample["text_ids"][: self.text_length].astype(np.int64))
+            text_ids[row, : len(ids)] = ids
+            text_mask[row, : len(ids)] = True
+        class_ids = torch.tensor([int(s["class_id"]) for s in samples], dtype=torch.long)
+        return {"codes": codes, "text_ids": text_ids, "text_mask": text_mask, "class_ids": class_ids}
+
+
+def _mapped_shm_prefixes() -> set[str]:
+    """Prefixes of /dev/shm segments that some live process still maps (read from /proc/*/maps)."""
+    live = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # the process exited, or is not ours to read
+            continue
+        live.update(re.findall(r"/dev/shm/(\d{6})_", text))
+    return live
+
+
+def release_stale_shared_memory() -> list[str]:
+    """Unlink streaming's /dev/shm segments and temp-dir filelocks that no live process maps.
+
+    A SIGKILLed job leaves them behind (env.md); streaming's own ``clean_stale_shared_memory``
+    would also unlink segments of jobs still running on the node, so only unmapped prefixes go.
+    Returns the prefixes released.
+    """
+    if not _SHM_DIR.is_dir():
+        return []
+    groups: dict[str, list[Path]] = {}
+    for entry in _SHM_DIR.iterdir():
+        match = _SHM_NAME.match(entry.name)
+        if match:
+            groups.setdefault(match.group(1), []).append(entry)
+    stale = sorted(set(groups) - _mapped_shm_prefixes())
+    tmp = Path(tempfile.gettempdir())
+    for prefix in stale:
+        for path in groups[prefix] + list(tmp.glob(f"{prefix}_*filelock")):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+    return stale
+
+
+def split_path(data_cfg: DataConfig, split: str) -> str:
+    if split not in ("train", "heldout"):
+        raise ConfigError(f"split={split!r}: expected 'train' or 'heldout'")
+    path = data_cfg.train_path if split == "train" else data_cfg.heldout_path
+    if not path:
+        raise ConfigError(f"data.{split}_path is empty: no MDS folder configured for the {split!r} split")
+    return path
+
+
+def _local_and_remote(data_cfg: DataConfig, path: str) -> tuple[str, str | None]:
+    """A local folder is read in place; a remote URI is cached in a folder unique to that URI."""
+    if "://" not in path:
+        if not (Path(path) / "index.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: no index.json; write shards there first with "
+                f"`python tools/pretokenize.py --output {path}`"
+            )
+        return path, None
+    root = data_cfg.cache_dir or os.path.join(tempfile.gettempdir(), "srdd_scale_mds")
+    return os.path.join(root, hashlib.sha256(path.encode()).hexdigest()[:16]), path
+
+
+def _fetch_meta(local: str, remote: str | None) -> None:
+    if remote is None:
+        return
+    from streaming.base.storage.download import CloudDownloader
+
+    os.makedirs(local, exist_ok=True)
+    CloudDownloader.direct_download(f"{remote.rstrip('/')}/{META_FILE}", os.path.join(local, META_FILE))
+
+
+def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: int, expected_meta: dict,
+                     num_workers: int | None = None):
+    """A ``StreamingDataLoader`` over the split's shards, after checking their meta.json.
+
+    ``batch_size`` is per rank; ranks read disjoint samples (streaming reads RANK/WORLD_SIZE).
+    The training split is shuffled with ``seed`` and drops its last partial batch; the loader's
+    ``state_dict()``/``load_state_dict()`` resume mid-epoch, also on another world size.
+    """
+    from streaming import StreamingDataLoader, StreamingDataset
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: expected a positive integer")
+    local, remote = _local_and_remote(data_cfg, split_path(data_cfg, split))
+    _fetch_meta(local, remote)
+    meta = check_meta(local, expected_meta)
+    if dist_env_from_environ().local_rank == 0:
+        release_stale_shared_memory()
+    train = split == "train"
+    dataset = StreamingDataset(
+        local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle, shuffle_seed=seed,
+        shuffle_block_size=data_cfg.shuffle_block_size or None, predownload=data_cfg.predownload or None,
+    )
+    collate = CollateCodes(pad_id=int(meta.get("text_pad_id", 0)), text_length=int(meta.get("max_text_length", 1)))
+    workers = data_cfg.num_workers if num_workers is None else num_workers
+    return StreamingDataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers, drop_last=train,
+        persistent_workers=False, pin_memory=torch.cuda.is_available(),
+    )

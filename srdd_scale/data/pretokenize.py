@@ -1,0 +1,245 @@
+"""Images + captions -> multi-scale codes + caption ids -> MDS shards, in resumable, mergeable parts.
+
+Each part (one SLURM array task or one torchrun rank) writes its own sub-folder and a COMPLETE
+marker last; a re-run skips complete parts and redoes unfinished ones. ``merge_parts`` joins the
+parts' index.json files into one dataset index at the output root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from srdd_scale.config import ConfigError
+from srdd_scale.data.config import DataConfig
+from srdd_scale.data.mds import (
+    COMPLETE_FILE, META_FILE, STATS_FILE, ShardMismatchError, open_writer, read_meta, sample_record,
+    tokenizer_meta, write_json,
+)
+from srdd_scale.data.preprocess import SkipSample, image_to_uint8, uint8_to_tensor
+from srdd_scale.data.sources import iter_refs, list_inputs, part_slice, resolve_source
+from srdd_scale.data import shapes
+from srdd_scale.text.config import TextConfig
+from srdd_scale.tokenizer import TokenizerConfig, flatten_codes
+from srdd_scale.utils.logging import get_logger, progress
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PretokenizeConfig:
+    """What tools/pretokenize.py resolves from YAML + overrides: the corpus, the text and image tokenizers."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # tokenizer.checkpoint picks the weights
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.text.validate()
+
+
+def part_dir(output: str | Path, shard_index: int, num_shards: int) -> Path:
+    return Path(output) / f"part-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def source_meta(cfg: DataConfig, split: str) -> dict:
+    """meta.json entries describing what was read and how it was preprocessed."""
+    source = resolve_source(cfg)
+    meta = {
+        "source": f"synthetic:{split}:seed={cfg.seed}" if source == "synthetic" else f"{source}:{cfg.input}",
+        "preprocess": {"resize_ratio": cfg.resize_ratio, "min_size": cfg.min_size},
+        "num_classes": shapes.NUM_CLASSES if source == "synthetic" else 0,
+    }
+    return meta
+
+
+@dataclass
+class _Decoded:
+    key: str
+    pixels: np.ndarray | None
+    caption: str | None
+    attrs: dict
+    class_id: int
+    skip_reason: str | None
+
+
+class _DecodeStream(IterableDataset):
+    """Decodes and resizes one part's images; each DataLoader worker takes every W-th sample."""
+
+    def __init__(self, cfg: DataConfig, refs, split: str, image_size: int):
+        self.cfg, self.refs, self.split, self.image_size = cfg, refs, split, image_size
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        for raw in iter_refs(self.cfg, self.refs, self.split, worker, num_workers):
+            pixels, reason = None, raw.skip_reason
+            if reason is None:
+                try:
+                    pixels = image_to_uint8(raw.image, self.image_size, self.cfg.resize_ratio, self.cfg.min_size,
+                                            self.cfg.max_image_pixels)
+                except SkipSample as skip:
+                    reason = skip.reason
+                except Exception as err:  # a dirty corpus finds every corner of every Pillow plugin
+                    log.warning("%s: unreadable image (%s: %s)", raw.key, type(err).__name__, err)
+                    reason = "unreadable_image"
+            yield _Decoded(raw.key, pixels, raw.caption, raw.attrs, raw.class_id, reason)
+
+
+def _collate(items: list[_Decoded]) -> dict:
+    good = [item for item in items if item.skip_reason is None]
+    return {
+        "good": [dataclasses.replace(item, pixels=None) for item in good],
+        "pixels": torch.from_numpy(np.stack([item.pixels for item in good])) if good else None,
+        "skipped": [(item.key, item.skip_reason) for item in items if item.skip_reason is not None],
+    }
+
+
+def _finished(folder: Path, expected_meta: dict) -> bool:
+    """True when ``folder`` holds a COMPLETE part made with the same settings; refuses foreign parts."""
+    if not (folder / COMPLETE_FILE).is_file():
+        return False
+    found = {k: v for k, v in read_meta(folder).items() if k != "num_samples"}
+    if found != expected_meta:
+        differ = sorted(k for k in set(found) | set(expected_meta) if found.get(k) != expected_meta.get(k))
+        raise ShardMismatchError(
+            f"{folder} is complete but was made with other settings ({', '.join(differ)} differ); "
+            "delete it or choose another --output"
+        )
+    return True
+
+
+def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer, text_tokenizer,
+                     split: str = "train", shard_index: int = 0, num_shards: int = 1,
+                     device: str | torch.device = "cpu") -> dict:
+    """Write part ``shard_index`` of ``num_shards`` of ``split`` under ``output``; returns its stats."""
+    folder = part_dir(output, shard_index, num_shards)
+    if image_tokenizer.image_size != cfg.data.image_size:
+        raise ConfigError(
+            f"data.image_size={cfg.data.image_size} but the image tokenizer encodes "
+            f"{image_tokenizer.image_size}px images: set data.image_size={image_tokenizer.image_size}"
+        )
+    refs = part_slice(list_inputs(cfg.data, split), shard_index, num_shards)
+    expected = tokenizer_meta(image_tokenizer, text_tokenizer) | source_meta(cfg.data, split)
+    if _finished(folder, expected):
+        log.info("%s is complete, skipping", folder)
+        return read_stats(folder)
+    if folder.exists():  # an interrupted run: its shards cannot be trusted
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+    workers = cfg.data.decode_workers
+    image_tokenizer = image_tokenizer.to(device).eval()
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        # Leave the decoding workers their cores: oversubscribed OpenMP threads spin and run ~20x slower.
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+    try:
+        stats = _write_part(cfg, folder, refs, split, image_tokenizer, text_tokenizer, device, shard_index,
+                            num_shards)
+    finally:
+        torch.set_num_threads(threads)
+    write_json(folder / META_FILE, expected | {"num_samples": stats["written"]})
+    write_json(folder / STATS_FILE, stats)
+    (folder / COMPLETE_FILE).write_text(f"{stats['written']}\n")  # last: the part is now trusted
+    log.info("%s: wrote %d samples, skipped %s, %.1f images/s", folder, stats["written"], stats["skipped"],
+             stats["images_per_s"])
+    return stats
+
+
+def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_tokenizer, text_tokenizer,
+                device, shard_index: int, num_shards: int) -> dict:
+    stream = _DecodeStream(cfg.data, refs, split, image_tokenizer.image_size)
+    workers = cfg.data.decode_workers
+    loader = DataLoader(stream, batch_size=cfg.data.encode_batch_size, num_workers=workers, collate_fn=_collate,
+                        prefetch_factor=4 if workers else None)
+    skipped: Counter = Counter()
+    written = 0
+    start = time.perf_counter()
+    total = len(refs) if resolve_source(cfg.data) != "webdataset" else None
+    bar = progress(total=total, unit="img", desc=f"{split} part {shard_index + 1}/{num_shards}")
+    with open_writer(folder, cfg.data.shard_size_limit) as writer:
+        for batch in loader:
+            for key, reason in batch["skipped"]:
+                skipped[reason] += 1
+                log.debug("skipped %s: %s", key, reason)
+            good = batch["good"]
+            if good:
+                images = uint8_to_tensor(batch["pixels"]).to(device, non_blocking=True)
+                codes = flatten_codes(image_tokenizer.encode(images)).cpu().numpy().astype(np.uint16)
+                text_ids = text_tokenizer.encode([item.caption for item in good])
+                for item, item_codes, item_text in zip(good, codes, text_ids):
+                    writer.write(sample_record(item_codes, item_text, item.caption, item.key, item.class_id,
+                                               item.attrs))
+                written += len(good)
+            bar.update(len(good) + len(batch["skipped"]))
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "written": written,
+        "skipped": dict(sorted(skipped.items())),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(written / seconds, 2) if seconds > 0 else 0.0,
+        "device": str(device),
+        "decode_workers": workers,
+        "encode_threads": torch.get_num_threads(),
+        "encode_batch_size": cfg.data.encode_batch_size,
+    }
+
+
+def read_stats(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / STATS_FILE).read_text())
+
+
+def merge_parts(output: str | Path, num_shards: int) -> dict:
+    """Join the ``num_shards`` complete parts under ``output`` into one index.json + meta.json + stats.json."""
+    from streaming.base.util import merge_index
+
+    output = Path(output)
+    parts = [part_dir(output, i, num_shards) for i in range(num_shards)]
+    missing = [p.name for p in parts if not (p / COMPLETE_FILE).is_file()]
+    if missing:
+        raise RuntimeError(
+            f"cannot merge {output}: {len(missing)} of {num_shards} parts are not complete ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}); run them first (same command with --shard-index)"
+        )
+    metas = [read_meta(p) for p in parts]
+    base = {k: v for k, v in metas[0].items() if k != "num_samples"}
+    for part, meta in zip(parts[1:], metas[1:]):
+        if {k: v for k, v in meta.items() if k != "num_samples"} != base:
+            raise ShardMismatchError(f"{part} was made with other settings than {parts[0]}; cannot merge them")
+    for name in (COMPLETE_FILE, "index.json"):
+        (output / name).unlink(missing_ok=True)
+    logging.disable(logging.WARNING)  # merge_index warns about its own temp folder on every call
+    try:
+        merge_index([str(p / "index.json") for p in parts], str(output))
+    finally:
+        logging.disable(logging.NOTSET)
+    part_stats = [read_stats(p) for p in parts]
+    skipped: Counter = Counter()
+    for s in part_stats:
+        skipped.update(s["skipped"])
+    stats = {
+        "written": sum(s["written"] for s in part_stats),
+        "skipped": dict(sorted(skipped.items())),
+        "parts": num_shards,
+        # Parts may run in parallel: the throughput of the whole is the sum of the parts'.
+        "images_per_s": round(sum(s["images_per_s"] for s in part_stats), 2),
+        "part_images_per_s": [s["images_per_s"] for s in part_stats],
+    }
+    write_json(output / META_FILE, base | {"num_samples": stats["written"]})
+    write_json(output / STATS_FILE, stats)
+    (output / COMPLETE_FILE).write_text(f"{stats['written']}\n")
+    return stats

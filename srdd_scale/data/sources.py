@@ -1,0 +1,271 @@
+"""Where pretokenize's images and captions come from: synthetic shapes, an image folder, webdataset tars.
+
+Every input becomes a ``RawSample``; an input that cannot be used comes out with ``skip_reason``
+set (counted in stats.json) instead of raising, so one bad file never stops a million-image run.
+Inputs are split deterministically into ``num_shards`` contiguous parts (SLURM array tasks), and
+each part again across decoding workers, without any coordination between processes.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+from srdd_scale.config import ConfigError
+from srdd_scale.data import shapes
+from srdd_scale.data.config import DataConfig
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+CAPTIONS_FILE = "captions.jsonl"
+
+
+@dataclass
+class RawSample:
+    """One input before preprocessing; ``image`` is opened lazily (pixels decode in preprocess)."""
+
+    key: str
+    image: Image.Image | None
+    caption: str | None
+    attrs: dict = field(default_factory=dict)
+    class_id: int = -1
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class FolderItem:
+    """An image of a folder source and where its caption is (inline from captions.jsonl, or a sidecar)."""
+
+    key: str
+    image_path: str
+    caption: str | None = None  # from captions.jsonl
+    problem: str | None = None  # a skip reason found while listing (bad jsonl line)
+
+
+def resolve_source(cfg: DataConfig) -> str:
+    """``auto``: synthetic without an input, webdataset for .tar inputs, else an image folder."""
+    if cfg.source != "auto":
+        return cfg.source
+    if not cfg.input:
+        return "synthetic"
+    paths = _expand(cfg.input)
+    if all(p.is_file() and p.suffix == ".tar" for p in paths):
+        return "webdataset"
+    if all(p.is_dir() and not (p / CAPTIONS_FILE).is_file() and next(p.glob("*.tar"), None) for p in paths):
+        return "webdataset"
+    return "folder"
+
+
+def _expand(spec: str) -> list[Path]:
+    """Comma-separated paths/globs -> sorted existing paths; fails at once when nothing matches."""
+    found: list[Path] = []
+    for part in (s.strip() for s in spec.split(",")):
+        if not part:
+            continue
+        matches = sorted(glob.glob(part)) if glob.has_magic(part) else ([part] if Path(part).exists() else [])
+        if not matches:
+            raise ConfigError(f"data.input={spec!r}: {part!r} does not exist or matches nothing")
+        found.extend(Path(m) for m in matches)
+    if not found:
+        raise ConfigError(f"data.input={spec!r}: no input path given")
+    return found
+
+
+def _list_folder(root: Path, prefix: str) -> list[FolderItem]:
+    captions = root / CAPTIONS_FILE
+    if captions.is_file():
+        items = []
+        with captions.open("rb") as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                key = f"{prefix}{CAPTIONS_FILE}:{line_no}"
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                    image = record["image"]
+                except UnicodeDecodeError:
+                    items.append(FolderItem(key, "", problem="caption_not_utf8"))
+                    continue
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    items.append(FolderItem(key, "", problem="bad_caption_record"))
+                    continue
+                caption = record.get("caption")
+                items.append(FolderItem(f"{prefix}{Path(image).with_suffix('').as_posix()}", str(root / image),
+                                        caption if isinstance(caption, str) else ""))
+        return items
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return [FolderItem(f"{prefix}{p.relative_to(root).with_suffix('').as_posix()}", str(p)) for p in images]
+
+
+def list_inputs(cfg: DataConfig, split: str = "train") -> Sequence:
+    """Everything the source will read, in a fixed order: indices, folder items, or tar paths."""
+    source = resolve_source(cfg)
+    if source == "synthetic":
+        if split not in shapes.SPLITS:
+            raise ConfigError(f"split={split!r}: expected one of {shapes.SPLITS}")
+        count = cfg.synthetic_train_samples if split == "train" else cfg.synthetic_heldout_samples
+        return range(count)
+    paths = _expand(cfg.input)
+    if source == "webdataset":
+        tars: list[Path] = []
+        for path in paths:
+            tars.extend(sorted(path.glob("*.tar")) if path.is_dir() else [path])
+        if not tars:
+            raise ConfigError(f"data.input={cfg.input!r}: no .tar shards found")
+        return [str(t) for t in tars]
+    not_dirs = [str(p) for p in paths if not p.is_dir()]
+    if not_dirs:
+        raise ConfigError(f"data.input={cfg.input!r}: {not_dirs[0]!r} is not a folder (data.source=folder)")
+    items: list[FolderItem] = []
+    for root in paths:
+        items.extend(_list_folder(root, f"{root.name}/" if len(paths) > 1 else ""))
+    if not items:
+        raise ConfigError(
+            f"data.input={cfg.input!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) and no {CAPTIONS_FILE} found"
+        )
+    return items
+
+
+def part_slice(items: Sequence, shard_index: int, num_shards: int) -> Sequence:
+    """Contiguous, balanced part ``shard_index`` of ``num_shards`` (part sizes differ by at most one)."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(f"shard_index={shard_index}, num_shards={num_shards}: expected 0 <= shard_index < num_shards")
+    start = len(items) * shard_index // num_shards
+    stop = len(items) * (shard_index + 1) // num_shards
+    return items[start:stop]
+
+
+def decode_caption(raw: bytes, suffix: str) -> tuple[str | None, str | None]:
+    """Caption text from a sidecar's bytes -> (caption, skip_reason)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "caption_not_utf8"
+    if suffix == "json":
+        try:
+            text = json.loads(text).get("caption")
+        except (json.JSONDecodeError, AttributeError):
+            return None, "bad_caption_record"
+        if not isinstance(text, str):
+            return None, "missing_caption"
+    text = text.strip()
+    return (text, None) if text else (None, "empty_caption")
+
+
+def open_image(source: str | bytes) -> tuple[Image.Image | None, str | None]:
+    """Open (header only) a path or in-memory bytes -> (image, skip_reason)."""
+    try:
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source), None
+    except FileNotFoundError:
+        return None, "missing_image"
+    except UnidentifiedImageError:
+        return None, "not_an_image"
+    except Image.DecompressionBombError:
+        return None, "decompression_bomb"
+    except (OSError, ValueError, SyntaxError):
+        return None, "unreadable_image"
+
+
+def _folder_sample(item: FolderItem) -> RawSample:
+    if item.problem:
+        return RawSample(item.key, None, None, skip_reason=item.problem)
+    caption, reason = item.caption, None
+    if caption is None:  # sidecar mode: KEY.txt preferred, else KEY.json (img2dataset writes both)
+        stem = Path(item.image_path).with_suffix("")
+        sidecars = [s for s in ("txt", "json") if stem.with_suffix(f".{s}").is_file()]
+        if not sidecars:
+            return RawSample(item.key, None, None, skip_reason="missing_caption")
+        caption, reason = decode_caption(stem.with_suffix(f".{sidecars[0]}").read_bytes(), sidecars[0])
+    else:
+        caption = caption.strip()
+        reason = None if caption else "empty_caption"
+    if reason:
+        return RawSample(item.key, None, None, skip_reason=reason)
+    image, reason = open_image(item.image_path)
+    return RawSample(item.key, image, caption, skip_reason=reason)
+
+
+def _tar_members(path: str) -> Iterator[tuple[str, str, tarfile.TarFile, tarfile.TarInfo]]:
+    """(key, extension, tar, member) in archive order, streaming (``r|*``: no random access needed)."""
+    with tarfile.open(path, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            directory, _, base = member.name.rpartition("/")
+            stem, dot, ext = base.partition(".")
+            if dot:
+                yield (f"{directory}/{stem}" if directory else stem), ext.lower(), tar, member
+
+
+def _tar_samples(path: str, first_index: int, worker: int, num_workers: int
+                 ) -> Iterator[tuple[int, RawSample | None]]:
+    """(running sample index, sample) for one tar; samples of other workers come out as None (not read)."""
+    tar_name = Path(path).name.removesuffix(".tar")
+    index = first_index - 1
+    key, files = None, {}
+
+    def finish():
+        if key is None or index % num_workers != worker:
+            return None
+        full_key = f"{tar_name}/{key}"
+        caption_ext = next((e for e in ("txt", "json") if e in files), None)
+        image_ext = next((e for e in files if f".{e}" in IMAGE_EXTENSIONS), None)
+        if image_ext is None:
+            return RawSample(full_key, None, None, skip_reason="missing_image")
+        if caption_ext is None:
+            return RawSample(full_key, None, None, skip_reason="missing_caption")
+        caption, reason = decode_caption(files[caption_ext], caption_ext)
+        if reason:
+            return RawSample(full_key, None, None, skip_reason=reason)
+        image, reason = open_image(files[image_ext])
+        return RawSample(full_key, image, caption, skip_reason=reason)
+
+    try:
+        for member_key, ext, tar, member in _tar_members(path):
+            if member_key != key:
+                if key is not None:
+                    yield index, finish()
+                key, files = member_key, {}
+                index += 1
+            if index % num_workers == worker:
+                files[ext] = tar.extractfile(member).read()
+        if key is not None:
+            yield index, finish()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        # A cut-off or corrupt shard: what was read so far stands, the rest is counted once.
+        if worker == 0:
+            yield index + 1, RawSample(f"{tar_name}/<{type(err).__name__}>", None, None, skip_reason="unreadable_tar")
+
+
+def iter_refs(cfg: DataConfig, refs: Sequence, split: str = "train", worker: int = 0, num_workers: int = 1
+              ) -> Iterator[RawSample]:
+    """Samples of ``refs`` (from :func:`list_inputs`) that belong to ``worker`` of ``num_workers``."""
+    source = resolve_source(cfg)
+    if source == "synthetic":
+        for index in refs[worker::num_workers]:
+            sample = shapes.generate_shape_sample(index, split, cfg.seed, cfg.image_size)
+            yield RawSample(f"{split}/{index:08d}", sample.image, sample.caption, sample.attrs,
+                            shapes.class_id(sample.attrs))
+    elif source == "folder":
+        for item in refs[worker::num_workers]:
+            yield _folder_sample(item)
+    else:
+        index = 0
+        for path in refs:
+            for index, sample in _tar_samples(path, index, worker, num_workers):
+                if sample is not None:
+                    yield sample
+            index += 1
+
+
+def iter_samples(cfg: DataConfig, shard_index: int = 0, num_shards: int = 1, split: str = "train",
+                 worker: int = 0, num_workers: int = 1) -> Iterator[RawSample]:
+    """Samples of part ``shard_index`` of ``num_shards`` (and of one decoding worker within it)."""
+    refs = part_slice(list_inputs(cfg, split), shard_index, num_shards)
+    return iter_refs(cfg, refs, split, worker, num_workers)

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Pretokenize images + captions into MDS shards that tools/train.py streams.
+
+    python tools/pretokenize.py                                  # synthetic shapes, default small tokenizers
+    python tools/pretokenize.py --input 'shards/*.tar' --output data/web tokenizer.checkpoint=tok/ data.image_size=256
+    sbatch slurm/pretokenize_array.sh ...                        # one part per array task, then --merge
+
+Parts: ``--num-shards N --shard-index I`` (default from SLURM_ARRAY_TASK_ID/COUNT or torchrun
+RANK/WORLD_SIZE) each write ``OUTPUT/part-I-of-N/``; ``--merge`` joins them into one index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from srdd_scale.config import ConfigError, add_config_args, config_from_args
+from srdd_scale.data import shapes
+from srdd_scale.data.mds import COMPLETE_FILE
+from srdd_scale.data.pretokenize import PretokenizeConfig, merge_parts, part_dir, pretokenize_part
+from srdd_scale.data.sources import resolve_source
+from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
+from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
+from srdd_scale.utils.logging import get_logger
+
+log = get_logger("pretokenize")
+
+DEFAULT_TOKENIZER_DIR = Path("artifacts/tokenizer/shapes-small")
+# A CPU-sized tokenizer for the synthetic shapes: 64 px -> 8x8 latent, 6 scales, 204 tokens per image.
+SMALL_TOKENIZER = TokenizerConfig(image_size=64, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, latent_dim=16,
+                                  vocab_size=1024, patch_nums=(1, 2, 3, 4, 6, 8), norm_groups=8)
+CAPTIONS_FOR_SPM = 5000
+
+
+def default_shards() -> tuple[int, int]:
+    """(num_shards, shard_index) from a SLURM array or torchrun, else (1, 0)."""
+    if os.environ.get("SLURM_ARRAY_TASK_COUNT"):
+        task = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(os.environ["SLURM_ARRAY_TASK_COUNT"]), task
+    if os.environ.get("WORLD_SIZE"):
+        return int(os.environ["WORLD_SIZE"]), int(os.environ.get("RANK", "0"))
+    return 1, 0
+
+
+def image_tokenizer_for(cfg: PretokenizeConfig):
+    """``tokenizer.checkpoint`` when given; else the default small tokenizer (created once if absent)."""
+    if cfg.tokenizer.checkpoint:
+        return load_tokenizer(cfg.tokenizer.checkpoint)
+    if (DEFAULT_TOKENIZER_DIR / "tokenizer_config.json").is_file():
+        return load_tokenizer(DEFAULT_TOKENIZER_DIR)
+    log.warning("no tokenizer.checkpoint and nothing at %s: creating an untrained small tokenizer there "
+                "(codes are valid but carry little image information; train one with tools/train_tokenizer.py)",
+                DEFAULT_TOKENIZER_DIR)
+    tokenizer = build_tokenizer(dataclasses.replace(SMALL_TOKENIZER, image_size=cfg.data.image_size))
+    save_tokenizer(tokenizer, DEFAULT_TOKENIZER_DIR)
+    return tokenizer
+
+
+def text_tokenizer_for(cfg: PretokenizeConfig):
+    """``text.tokenizer``; the default sentencepiece model is trained on shapes captions if missing."""
+    default = TextConfig().tokenizer
+    if cfg.text.tokenizer == default and not Path(default).exists() and resolve_source(cfg.data) == "synthetic":
+        captions = (shapes.generate_shape_sample(i, "train", cfg.data.seed, 16).caption
+                    for i in range(CAPTIONS_FOR_SPM))
+        path = train_sentencepiece(captions, Path(default).with_suffix(""), cfg.text.vocab_size, seed=cfg.data.seed)
+        log.info("trained a sentencepiece caption tokenizer on %d shapes captions: %s", CAPTIONS_FOR_SPM, path)
+    return load_text_tokenizer(cfg.text)
+
+
+def wait_for_parts(output: Path, num_shards: int, poll_s: float = 5.0) -> None:
+    while not all((part_dir(output, i, num_shards) / COMPLETE_FILE).is_file() for i in range(num_shards)):
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--input", help="image folder, .tar shard(s), folder of .tar or glob (sets data.input)")
+    parser.add_argument("--output", help="output MDS folder (default: data.train_path)")
+    parser.add_argument("--heldout-output", help="synthetic held-out split folder (default: data.heldout_path, "
+                        "or OUTPUT-heldout when --output is given)")
+    parser.add_argument("--num-shards", type=int, help="number of parts (default: SLURM array / torchrun size)")
+    parser.add_argument("--shard-index", type=int, help="this part (default: SLURM array task / torchrun rank)")
+    parser.add_argument("--device", default="auto", help="tokenizer device: cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--merge", action="store_true", help="only merge complete parts into one index")
+    args = parser.parse_args(argv)
+    if args.input:
+        args.config_args.append(f"data.input={args.input}")
+    cfg = config_from_args(args, PretokenizeConfig)
+
+    env_shards, env_index = default_shards()
+    num_shards = args.num_shards if args.num_shards is not None else env_shards
+    shard_index = args.shard_index if args.shard_index is not None else (env_index if args.num_shards is None else 0)
+    if not 0 <= shard_index < num_shards:
+        sys.exit(f"error: --shard-index {shard_index} is outside 0..{num_shards - 1}")
+    if args.input and not args.output:
+        sys.exit("error: --output is required with --input")
+    output = Path(args.output or cfg.data.train_path)
+    try:
+        source = resolve_source(cfg.data)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    targets = [("train", output)]
+    heldout = args.heldout_output or (f"{output}-heldout" if args.output else cfg.data.heldout_path)
+    if source == "synthetic" and cfg.data.synthetic_heldout_samples > 0 and heldout:
+        targets.append(("heldout", Path(heldout)))
+
+    if args.merge:
+        for split, folder in targets:
+            stats = merge_parts(folder, num_shards)
+            print(f"merged {num_shards} parts of {split}: {stats['written']} samples in {folder.resolve()}")
+        return 0
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        image_tokenizer = image_tokenizer_for(cfg)
+        text_tokenizer = text_tokenizer_for(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    if image_tokenizer.image_size != cfg.data.image_size:
+        log.info("data.image_size=%d -> %d to match the image tokenizer", cfg.data.image_size,
+                 image_tokenizer.image_size)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=image_tokenizer.image_size))
+    torchrun = args.num_shards is None and "WORLD_SIZE" in os.environ and "SLURM_ARRAY_TASK_COUNT" not in os.environ
+    for split, folder in targets:
+        try:
+            stats = pretokenize_part(cfg, folder, image_tokenizer, text_tokenizer, split, shard_index, num_shards,
+                                     device)
+        except ConfigError as err:
+            sys.exit(f"error: {err}")
+        print(f"{split} part {shard_index + 1}/{num_shards}: {stats['written']} written, skipped {stats['skipped']}, "
+              f"{stats['images_per_s']} images/s -> {part_dir(folder, shard_index, num_shards).resolve()}")
+        if num_shards == 1 or (torchrun and shard_index == 0):
+            wait_for_parts(folder, num_shards)
+            merged = merge_parts(folder, num_shards)
+            print(f"{split}: {merged['written']} samples, meta.json and stats.json in {folder.resolve()}")
+        else:
+            print(f"when all {num_shards} parts are done: python tools/pretokenize.py ... --num-shards {num_shards} "
+                  "--merge")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
