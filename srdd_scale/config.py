@@ -2,7 +2,7 @@
 
 Every concern declares a frozen dataclass in its own package (``model/config.py`` ...); this module only
 knows how to build any such dataclass from nested dicts with type checks and helpful errors, and how to
-compose them into one :class:`RunConfig` that is saved with each run.
+resolve YAML + overrides into one (``srdd_scale.run_config.RunConfig`` by default).
 """
 
 from __future__ import annotations
@@ -200,53 +200,20 @@ def apply_override(mapping: dict, override: str) -> dict:
     return _merge(mapping, update)
 
 
-# ---------------------------------------------------------------------------------------------- RunConfig
+# ---------------------------------------------------------------------------------------------- loading
 
 
-def _run_config_class():
-    """RunConfig composes every package's config; imported lazily to keep this module dependency-free."""
-    from srdd_scale.data.config import DataConfig
-    from srdd_scale.model.config import ModelConfig
-    from srdd_scale.text.config import TextConfig
-    from srdd_scale.tokenizer.config import TokenizerConfig
-    from srdd_scale.train.config import LoggingConfig, ParallelConfig, TrainConfig
+def _default_config_class() -> type:
+    from srdd_scale.run_config import RunConfig  # lazy: RunConfig imports every package's config
 
-    @dataclasses.dataclass(frozen=True)
-    class RunConfig:
-        """Everything one training run needs; saved as config.yaml in the run directory."""
-
-        data: DataConfig = dataclasses.field(default_factory=DataConfig)
-        tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
-        text: TextConfig = dataclasses.field(default_factory=TextConfig)
-        model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-        train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-        parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
-        logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
-
-        def validate(self) -> None:
-            for field in dataclasses.fields(self):
-                sub = getattr(self, field.name)
-                if hasattr(sub, "validate"):
-                    sub.validate()
-
-    RunConfig.__module__ = __name__
-    RunConfig.__qualname__ = "RunConfig"
     return RunConfig
-
-
-def __getattr__(name: str):
-    if name == "RunConfig":
-        cls = _run_config_class()
-        globals()["RunConfig"] = cls
-        return cls
-    raise AttributeError(name)
 
 
 def load_config(
     yaml_paths: typing.Sequence[str | Path] = (), overrides: typing.Sequence[str] = (), cls: type | None = None
 ):
     """Resolve YAML files (merged in order) and overrides into a validated, frozen config of ``cls``."""
-    cls = cls or __getattr__("RunConfig")
+    cls = cls or _default_config_class()
     mapping: dict = {}
     for path in yaml_paths:
         mapping = _merge(mapping, read_yaml(path))

@@ -80,3 +80,13 @@ def test_round_trip_through_saved_file(tmp_path):
     assert config_hash(again) == config_hash(cfg)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == to_dict(cfg)
     assert config_hash(load_config([], ["inner.depth=8"], cls=Outer)) != config_hash(cfg)
+
+
+def test_run_config_rejects_a_patch_schedule_not_ending_at_the_latent_size():
+    with pytest.raises(ConfigError, match=r"tokenizer.patch_nums.*latent"):
+        load_config([], ["tokenizer.image_size=64", "tokenizer.ch_mult=1,2,2,4", "tokenizer.patch_nums=1,2,3,4,6"])
+
+
+def test_run_config_unknown_section_lists_valid_sections():
+    with pytest.raises(ConfigError, match=r"unknown config key 'modle'; did you mean model\?"):
+        load_config([], ["modle.depth=4"])
