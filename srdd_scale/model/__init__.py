@@ -1,0 +1,5 @@
+"""SRDD transformer: VAR's next-scale predictor with a Markovian attention mask (srdd-method.md §2, §7.2)."""
+from srdd_scale.model.config import ModelConfig, SamplingConfig
+from srdd_scale.model.transformer import SRDDTransformer, build_model
+
+__all__ = ["ModelConfig", "SamplingConfig", "SRDDTransformer", "build_model"]

@@ -1,0 +1,202 @@
+"""VAR's AdaLN transformer block (srdd-method.md §7.2) plus text cross-attention, and the AdaLN head."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AttnLayout:
+    """How one forward lays scales out for self-attention (exactly one of the three ways applies).
+
+    segments: token counts per scale -> one unmasked SDPA call per scale (block-diagonal, markovian).
+    mask: BoolTensor[L, L] -> one masked SDPA call (markovian_prev, block_causal).
+    neither: plain attention over the given tokens (one scale at sampling time, with or without KV cache).
+    token_scale: LongTensor[L] mapping tokens to rows of a per-scale AdaLN condition [B, K, C]; None when
+    the condition broadcasts ([B, 1, C]).
+    """
+
+    segments: Optional[tuple[int, ...]] = None
+    mask: Optional[torch.Tensor] = None
+    token_scale: Optional[torch.Tensor] = None
+
+
+class LayerKV:
+    """One block's inference cache: self-attention K/V of the last `keep` scales (None = all) and text K/V.
+
+    `keep` comes from masks.history_scales: 0 under markovian (nothing is stored: each scale attends only
+    to itself), 1 under markovian_prev, None under block_causal (VAR's full KV cache).
+    """
+
+    def __init__(self, keep: int | None):
+        self.keep = keep
+        self.chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.ctx_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values this scale's queries see (cached history + own), then remember this scale's."""
+        k_all = torch.cat([c[0] for c in self.chunks] + [k], dim=2)
+        v_all = torch.cat([c[1] for c in self.chunks] + [v], dim=2)
+        if self.keep != 0:
+            self.chunks.append((k, v))
+            if self.keep is not None:
+                self.chunks = self.chunks[-self.keep :]
+        return k_all, v_all
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a residual branch per sample, rescaling survivors (VAR: 0.1*depth/24, linear)."""
+    if rate == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - rate)
+    return x * keep / (1.0 - rate)
+
+
+class _QKNormAttention(nn.Module):
+    """Shared by self- and cross-attention: L2-normalised q/k with a learnable per-head temperature.
+
+    VAR (srdd-method.md §7.2): temperature initialised to 4 and clamped at 100 (in log space); SDPA then
+    runs with scale 1 because q/k are unit vectors times the temperature.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale_mul = nn.Parameter(torch.full((1, heads, 1, 1), math.log(4.0)))
+        self.max_scale_mul = math.log(100.0)
+        self.proj = nn.Linear(dim, dim)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:  # [B, N, C] -> [B, H, N, D]
+        return t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+
+    def _normalise(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        temperature = self.scale_mul.clamp(max=self.max_scale_mul).exp()
+        return F.normalize(q, dim=-1) * temperature, F.normalize(k, dim=-1)
+
+    def _merge(self, out: torch.Tensor) -> torch.Tensor:  # [B, H, N, D] -> [B, N, C]
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class SelfAttention(_QKNormAttention):
+    """Multi-head self-attention over image tokens; q and v have biases, k none (as VAR)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, layout: AttnLayout, kv: Optional[LayerKV]) -> torch.Tensor:
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        q, k, v = F.linear(x, self.qkv.weight, bias).chunk(3, dim=-1)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        q, k = self._normalise(q, k)
+        if kv is not None:
+            k, v = kv.extend(k, v)
+        if layout.segments is not None:
+            # Block-diagonal (markovian): scales are independent sequences, no mask tensor needed.
+            outs = [
+                F.scaled_dot_product_attention(qs, ks, vs, scale=1.0)
+                for qs, ks, vs in zip(
+                    q.split(layout.segments, 2), k.split(layout.segments, 2), v.split(layout.segments, 2)
+                )
+            ]
+            out = torch.cat(outs, dim=2)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, scale=1.0)
+        return self._merge(out)
+
+
+class CrossAttention(_QKNormAttention):
+    """Image tokens attend to the projected text tokens (plus a learned null token that is always visible)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(
+        self, x: torch.Tensor, ctx: torch.Tensor, ctx_valid: torch.Tensor, kv: Optional[LayerKV]
+    ) -> torch.Tensor:
+        if kv is not None and kv.ctx_kv is not None:
+            k, v = kv.ctx_kv
+        else:
+            k, v = F.linear(ctx, self.kv.weight, torch.cat([torch.zeros_like(self.v_bias), self.v_bias])).chunk(2, -1)
+            k, v = self._split(k), self._split(v)
+            if kv is not None:
+                kv.ctx_kv = (k, v)
+        q, k = self._normalise(self._split(self.q(x)), k)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx_valid[:, None, None, :], scale=1.0)
+        return self._merge(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def _ada_params(ada_lin: nn.Module, cond: torch.Tensor, token_scale: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    """AdaLN parameters [B, L or 1, n, C] from a condition [B, K or 1, C] (per-scale rows expanded to tokens)."""
+    params = ada_lin(cond)
+    if token_scale is not None:
+        params = params[:, token_scale]
+    return params.unflatten(-1, (n, -1))
+
+
+class SRDDBlock(nn.Module):
+    """x += g1*Attn(LN(x)(1+s1)+b1); x += CrossAttn(LN(x), text); x += g2*MLP(LN(x)(1+s2)+b2) (VAR §7.2)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path_rate: float, cross_attn: bool):
+        super().__init__()
+        self.drop_path_rate = drop_path_rate
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, heads)
+        self.ffn = FeedForward(dim, round(dim * mlp_ratio))
+        # Order of the 6 chunks as VAR: gamma1, gamma2, scale1, scale2, shift1, shift2 (init relies on it).
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.cross_norm = nn.LayerNorm(dim, eps=1e-6) if cross_attn else None
+        self.cross_attn = CrossAttention(dim, heads) if cross_attn else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        ctx: Optional[torch.Tensor],
+        ctx_valid: Optional[torch.Tensor],
+        layout: AttnLayout,
+        kv: Optional[LayerKV] = None,
+    ) -> torch.Tensor:
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = _ada_params(self.ada_lin, cond, layout.token_scale, 6).unbind(2)
+        h = self.attn(self.norm(x) * (1 + scale1) + shift1, layout, kv)
+        x = x + drop_path(h * gamma1, self.drop_path_rate, self.training)
+        if self.cross_attn is not None:
+            h = self.cross_attn(self.cross_norm(x), ctx, ctx_valid, kv)
+            x = x + drop_path(h, self.drop_path_rate, self.training)
+        h = self.ffn(self.norm(x) * (1 + scale2) + shift2)
+        return x + drop_path(h * gamma2, self.drop_path_rate, self.training)
+
+
+class AdaLNHead(nn.Module):
+    """The head's own AdaLN (scale, shift) before the vocabulary projection (VAR's AdaLNBeforeHead)."""
+
+    def __init__(self, dim: int, vocab_size: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.out = nn.Linear(dim, vocab_size)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, token_scale: Optional[torch.Tensor]) -> torch.Tensor:
+        scale, shift = _ada_params(self.ada_lin, cond, token_scale, 2).unbind(2)
+        return self.out(self.norm(x) * (1 + scale) + shift)

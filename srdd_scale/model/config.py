@@ -1,0 +1,108 @@
+"""Typed configs for the SRDD transformer (sized by `depth` alone) and for sampling from it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+try:  # the one project import allowed here, guarded for HF remote code (docs/contracts.md)
+    from srdd_scale.config import ConfigError
+except ImportError:
+    class ConfigError(ValueError):
+        """Stand-in when srdd_scale is not importable (an exported folder loaded by transformers)."""
+
+MASK_MODES = ("markovian", "markovian_prev", "block_causal")
+MaskMode = Literal["markovian", "markovian_prev", "block_causal"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """VAR's transformer (srdd-method.md §7.2) with SRDD's Markovian mask (§2.2) and text cross-attention.
+
+    Everything but `depth` is derived by default (nanoGPT-style single size knob): width 64*depth,
+    depth heads of 64 channels, drop-path 0.1*depth/24. `width`/`num_heads` exist only for ablations.
+    """
+
+    depth: int = 16  # number of transformer blocks; the one size knob
+    width: int = 0  # model width C; 0 = 64 * depth (VAR)
+    num_heads: int = 0  # attention heads; 0 = depth (head dim 64, VAR)
+    mlp_ratio: float = 4.0  # MLP hidden width / C (VAR: 4, GELU-tanh)
+    drop_path_rate: float = -1.0  # max stochastic depth (last block); -1 = 0.1 * depth / 24 (VAR)
+    alng: float = 1e-3  # init scale of the AdaLN gate weights (VAR: 1e-3 d16/d20, 1e-4 d24, 1e-5 d30, 5e-6 d36)
+    mask: MaskMode = "markovian"  # self-attention mask between scales (srdd-method.md §2.2; masks.py)
+    scale_cond: bool = True  # add a learned per-scale embedding to the AdaLN condition: f(I_n, n, y) (§2.3, §8.2)
+    cross_attn: bool = True  # text cross-attention in every block (needs text_dim at build time)
+    num_classes: int = 0  # class-conditional when > 0 (index num_classes is the learned null class)
+    cond_drop_prob: float = 0.1  # training-time probability of replacing the condition by null, for CFG (VAR: 0.1)
+    loss_weighting: Literal["token", "scale"] = "token"  # token: every token equal (VAR); scale: every scale equal
+    label_smoothing: float = 0.0  # CE label smoothing (VAR default 0)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.width or 64 * self.depth
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads or self.depth
+
+    @property
+    def max_drop_path(self) -> float:
+        return 0.1 * self.depth / 24 if self.drop_path_rate < 0 else self.drop_path_rate
+
+    def validate(self) -> None:
+        if self.depth < 1:
+            raise ConfigError(f"model.depth={self.depth}: expected a positive number of blocks")
+        if self.width < 0 or self.num_heads < 0:
+            raise ConfigError(
+                f"model.width={self.width}, model.num_heads={self.num_heads}: expected >= 0 (0 = derive from depth)"
+            )
+        if self.embed_dim % self.heads:
+            raise ConfigError(
+                f"model.num_heads={self.heads} does not divide model.width={self.embed_dim} "
+                f"(depth={self.depth}); choose heads so that width % heads == 0"
+            )
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"model.mlp_ratio={self.mlp_ratio}: expected > 0")
+        if not 0.0 <= self.max_drop_path < 1.0:
+            raise ConfigError(f"model.drop_path_rate={self.drop_path_rate}: expected -1 (derive) or a value in [0, 1)")
+        if self.alng <= 0:
+            raise ConfigError(f"model.alng={self.alng}: expected > 0")
+        if self.mask not in MASK_MODES:
+            raise ConfigError(f"model.mask={self.mask!r}: expected one of {', '.join(MASK_MODES)}")
+        if self.num_classes < 0:
+            raise ConfigError(f"model.num_classes={self.num_classes}: expected >= 0 (0 = no class labels)")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise ConfigError(f"model.cond_drop_prob={self.cond_drop_prob}: expected a probability in [0, 1)")
+        if self.loss_weighting not in ("token", "scale"):
+            raise ConfigError(f"model.loss_weighting={self.loss_weighting!r}: expected 'token' or 'scale'")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"model.label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampler settings (srdd-method.md §4, §7.6). Defaults are VAR's FID setting."""
+
+    cfg_scale: float = 1.5  # classifier-free guidance strength w: logits = (1+t)*cond - t*uncond
+    cfg_schedule: Literal["linear", "constant"] = "linear"  # linear: t = w*k/(K-1) (VAR ramp); constant: t = w
+    top_k: int = 900  # keep the k most likely tokens; 0 = off
+    top_p: float = 0.96  # nucleus threshold; 1.0 = off
+    temperature: float = 1.0  # logits are divided by this before top-k/top-p
+    mr_steps: int = 0  # mask-resampling rounds per scale (srdd-method.md §4.1); 0 = off
+    p_resample: float = 0.0  # tokens whose sampled probability is below this are redrawn each round
+
+    def validate(self) -> None:
+        if self.cfg_scale < 0 or not math.isfinite(self.cfg_scale):
+            raise ConfigError(f"sampling.cfg_scale={self.cfg_scale}: expected a finite value >= 0")
+        if self.cfg_schedule not in ("linear", "constant"):
+            raise ConfigError(f"sampling.cfg_schedule={self.cfg_schedule!r}: expected 'linear' or 'constant'")
+        if self.top_k < 0:
+            raise ConfigError(f"sampling.top_k={self.top_k}: expected >= 0 (0 = off)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"sampling.top_p={self.top_p}: expected a value in (0, 1] (1 = off)")
+        if self.temperature <= 0:
+            raise ConfigError(f"sampling.temperature={self.temperature}: expected > 0")
+        if self.mr_steps < 0:
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps}: expected >= 0")
+        if not 0.0 <= self.p_resample <= 1.0:
+            raise ConfigError(f"sampling.p_resample={self.p_resample}: expected a probability in [0, 1]")

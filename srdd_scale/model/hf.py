@@ -1,0 +1,97 @@
+"""Hugging Face wrappers: `SRDDConfig` (config.json) and `SRDDModel` (a PreTrainedModel around SRDDTransformer).
+
+This file and the siblings it imports are what `save_pretrained` copies next to the weights, so an exported
+folder loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)` where `srdd_scale` is not installed
+(docs/contracts.md, "Hugging Face remote code constraint"): only torch/transformers/stdlib and `.sibling` imports.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .config import ModelConfig
+from .transformer import SRDDTransformer
+
+MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(ModelConfig))
+
+
+class SRDDConfig(PretrainedConfig):
+    """Every architecture field of ModelConfig (flat, as HF configs are) plus the token geometry it was built for.
+
+    `text_config` (the TextConfig dict), `image_tokenizer`, `training` and friends are extra keys the
+    srdd_scale pipeline reads; a plain transformers user needs only the architecture fields.
+    """
+
+    model_type = "srdd"
+
+    def __init__(
+        self,
+        patch_nums: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+        vocab_size: int = 4096,
+        latent_dim: int = 32,
+        text_dim: Optional[int] = None,
+        **kwargs,
+    ):
+        defaults = ModelConfig()
+        for name in MODEL_FIELDS:
+            setattr(self, name, kwargs.pop(name, getattr(defaults, name)))
+        self.patch_nums = [int(p) for p in patch_nums]
+        self.vocab_size = int(vocab_size)
+        self.latent_dim = int(latent_dim)
+        self.text_dim = None if text_dim is None else int(text_dim)
+        super().__init__(**kwargs)
+
+    def model_config(self) -> ModelConfig:
+        """The frozen ModelConfig these fields describe (validated by the transformer's constructor)."""
+        return ModelConfig(**{name: getattr(self, name) for name in MODEL_FIELDS})
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig, patch_nums, vocab_size: int, latent_dim: int,
+                          text_dim: Optional[int], **extra) -> "SRDDConfig":
+        return cls(patch_nums=tuple(patch_nums), vocab_size=vocab_size, latent_dim=latent_dim, text_dim=text_dim,
+                   **dataclasses.asdict(cfg), **extra)
+
+
+@dataclass
+class SRDDOutput(ModelOutput):
+    """Teacher-forced logits [B, L, vocab] of every scale, coarse to fine."""
+
+    logits: Optional[torch.FloatTensor] = None
+
+
+class SRDDModel(PreTrainedModel):
+    """`self.transformer` is the unmodified training model; state-dict keys are its own, prefixed `transformer.`."""
+
+    config_class = SRDDConfig
+    base_model_prefix = "transformer"
+    main_input_name = "teacher_inputs"
+    _no_split_modules = ["SRDDBlock"]
+
+    def __init__(self, config: SRDDConfig):
+        super().__init__(config)
+        self.transformer = SRDDTransformer(config.model_config(), tuple(config.patch_nums), config.vocab_size,
+                                           config.latent_dim, config.text_dim)
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        """No-op: SRDDTransformer applies VAR's init in its constructor; HF's generic init would overwrite it."""
+
+    def forward(
+        self,
+        teacher_inputs: torch.Tensor,
+        text_states: Optional[torch.Tensor] = None,
+        text_mask: Optional[torch.Tensor] = None,
+        class_ids: Optional[torch.Tensor] = None,
+        cond_drop: Optional[torch.Tensor] = None,
+    ) -> SRDDOutput:
+        logits = self.transformer(teacher_inputs, text_states, text_mask, class_ids, cond_drop)
+        return SRDDOutput(logits=logits)
+
+
+SRDDConfig.register_for_auto_class()
+SRDDModel.register_for_auto_class("AutoModel")

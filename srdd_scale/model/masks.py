@@ -1,0 +1,53 @@
+"""Which scales each scale may attend to, as one rule shared by training masks, KV caches and FLOP counts.
+
+srdd-method.md §2.2 / §8.1 choices made here:
+* ``markovian`` (default) is the **block-diagonal** mask: a scale attends bidirectionally to its own tokens
+  only. Its tokens already hold the state I_{k-1} (the running reconstruction of the coarser scales), so
+  scale k's prediction is exactly f(I_{k-1}, k, y): no history, no KV cache, each scale an independent
+  sequence (one SDPA call per scale, no mask tensor, so flash kernels apply).
+* The start token(s) (scale 0, p0^2 positions built from the condition) are **not** visible to later scales
+  under ``markovian``: the condition y already reaches every scale through AdaLN (pooled text / class) and
+  text cross-attention, so the start token would only duplicate it and would break the per-scale
+  independence. Scale 0 stays "start token only", as in VAR.
+* ``markovian_prev`` (block-bidiagonal) additionally sees the previous scale (so scale 1 sees the start token).
+* ``block_causal`` is VAR's mask: every coarser scale plus its own.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import MASK_MODES
+
+
+def history_scales(mode: str) -> int | None:
+    """How many previous scales a query may see: 0 (markovian), 1 (markovian_prev) or None (all: block_causal)."""
+    if mode not in MASK_MODES:
+        raise ValueError(f"unknown attention mask mode {mode!r}; expected one of {', '.join(MASK_MODES)}")
+    return {"markovian": 0, "markovian_prev": 1, "block_causal": None}[mode]
+
+
+def scale_index(patch_nums: tuple[int, ...]) -> torch.Tensor:
+    """LongTensor[L]: the scale (level) of every token, coarse to fine, row-major within a scale."""
+    return torch.cat([torch.full((p * p,), k, dtype=torch.long) for k, p in enumerate(patch_nums)])
+
+
+def attention_allowed(patch_nums: tuple[int, ...], mode: str) -> torch.Tensor:
+    """BoolTensor[L, L]: True where query i may attend to key j (the SDPA boolean-mask convention)."""
+    hist = history_scales(mode)
+    level = scale_index(patch_nums)
+    q_level, k_level = level[:, None], level[None, :]
+    allowed = k_level <= q_level
+    if hist is not None:
+        allowed &= q_level - k_level <= hist
+    return allowed
+
+
+def attention_pairs(patch_nums: tuple[int, ...], mode: str) -> int:
+    """Number of (query, key) self-attention score pairs per image and layer under `mode` (for FLOP counts)."""
+    hist = history_scales(mode)
+    sizes = [p * p for p in patch_nums]
+    total = 0
+    for k, n in enumerate(sizes):
+        first = 0 if hist is None else max(0, k - hist)
+        total += n * sum(sizes[first : k + 1])
+    return total

@@ -1,0 +1,271 @@
+"""The SRDD transformer: VAR's next-scale predictor (srdd-method.md §7.2) with a Markovian mask (§2.2).
+
+Conditioning (srdd-method.md §2.2, §8.2, §8.12): the condition vector y (pooled text and/or class embedding,
+or the learned null condition) drives every AdaLN and builds the start token; text tokens also reach every
+block through cross-attention; with `scale_cond` a learned per-scale embedding is added to the AdaLN
+condition so each block is told the step n explicitly, i.e. the reverse step f(I_n, n, y).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .blocks import AdaLNHead, AttnLayout, LayerKV, SRDDBlock
+from .config import ConfigError, ModelConfig  # ConfigError: srdd_scale's, or config.py's stand-in
+from .masks import attention_allowed, history_scales, scale_index
+
+# Parameter-name prefixes of each group reported by parameter_counts (flops.py mirrors these analytically).
+TEXT_PREFIXES = ("text_norm.", "text_proj.", "text_pool.", "null_text_token")
+HEAD_PREFIXES = ("head.",)
+EMBED_PREFIXES = ("word_embed.", "pos_start", "pos_embed", "lvl_embed.", "scale_embed.", "class_emb.", "null_cond")
+
+
+@dataclass
+class Condition:
+    """Everything derived from (text, class, drop) once per batch and reused at every scale."""
+
+    vector: torch.Tensor  # [B, C]: AdaLN condition and start token
+    ctx: Optional[torch.Tensor]  # [B, 1+T, C]: cross-attention keys (learned null token first); None without text
+    ctx_valid: Optional[torch.Tensor]  # [B, 1+T] bool: which ctx entries may be attended
+
+
+class SRDDTransformer(nn.Module):
+    """Predicts the token logits of every scale from the teacher-forcing inputs and the condition."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        patch_nums: tuple[int, ...],
+        vocab_size: int,
+        latent_dim: int,
+        text_dim: int | None,
+    ):
+        super().__init__()
+        cfg.validate()
+        if cfg.cross_attn and text_dim is None:
+            raise ConfigError(
+                "model.cross_attn=true needs the text encoder's width (text_dim); "
+                "set model.cross_attn=false for class-conditional or unconditional models"
+            )
+        if not patch_nums or any(p < 1 for p in patch_nums):
+            raise ConfigError(f"patch_nums={list(patch_nums)}: expected a non-empty list of positive ints")
+        self.cfg = cfg
+        self.patch_nums = tuple(patch_nums)
+        self.vocab_size = vocab_size
+        self.latent_dim = latent_dim
+        self.text_dim = text_dim if cfg.cross_attn else None
+        self.mask_mode = cfg.mask
+        self.num_scales = len(patch_nums)
+        self.first_len = patch_nums[0] ** 2
+        self.seq_len = sum(p * p for p in patch_nums)
+        dim = self.dim = cfg.embed_dim
+
+        # Embeddings (VAR): word_embed of the running latent, absolute position per token, level per scale.
+        self.word_embed = nn.Linear(latent_dim, dim)
+        self.pos_start = nn.Parameter(torch.empty(1, self.first_len, dim))
+        self.pos_embed = nn.Parameter(torch.empty(1, self.seq_len, dim))
+        self.lvl_embed = nn.Embedding(self.num_scales, dim)
+        self.scale_embed = nn.Embedding(self.num_scales, dim) if cfg.scale_cond else None
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, dim) if cfg.num_classes > 0 else None
+        self.null_cond = nn.Parameter(torch.empty(dim))  # y for unconditional / dropped text
+        if self.text_dim is not None:
+            self.text_norm = nn.LayerNorm(self.text_dim)
+            self.text_proj = nn.Linear(self.text_dim, dim)  # tokens -> cross-attention context
+            self.text_pool = nn.Linear(self.text_dim, dim)  # masked mean -> AdaLN condition
+            self.null_text_token = nn.Parameter(torch.empty(1, 1, dim))
+
+        drop_rates = torch.linspace(0, cfg.max_drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(
+            SRDDBlock(dim, cfg.heads, cfg.mlp_ratio, rate, self.text_dim is not None) for rate in drop_rates
+        )
+        self.head = AdaLNHead(dim, vocab_size)
+
+        self.register_buffer("token_scale", scale_index(self.patch_nums), persistent=False)
+        allowed = None if cfg.mask == "markovian" else attention_allowed(self.patch_nums, cfg.mask)
+        self.register_buffer("attn_allowed", allowed, persistent=False)
+        self.init_weights()
+
+    # ------------------------------------------------------------------------------------------ init
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """VAR's init (srdd-method.md §7.2): std sqrt(1/3C); head x0.02; out-proj / sqrt(2 depth); AdaLN gates x alng."""
+        dim, depth = self.dim, self.cfg.depth
+        std = math.sqrt(1 / dim / 3)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.trunc_normal_(module.weight, std=std)
+            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for param in (self.pos_start, self.pos_embed, self.null_cond):
+            nn.init.trunc_normal_(param, std=std)
+        if self.text_dim is not None:
+            nn.init.trunc_normal_(self.null_text_token, std=std)
+        self.head.out.weight.mul_(0.02)
+        self.head.ada_lin[-1].weight.mul_(0.5)  # VAR's init_adaln for scale/shift
+        for block in self.blocks:
+            block.attn.proj.weight.div_(math.sqrt(2 * depth))
+            block.ffn.fc2.weight.div_(math.sqrt(2 * depth))
+            if block.cross_attn is not None:
+                block.cross_attn.proj.weight.div_(math.sqrt(2 * depth))
+            ada = block.ada_lin[-1].weight
+            ada[: 2 * dim].mul_(self.cfg.alng)  # gamma1, gamma2: residual branches start near zero
+            ada[2 * dim :].mul_(0.5)  # scales and shifts
+
+    # ------------------------------------------------------------------------------------------ condition
+
+    def condition(
+        self,
+        text_states: Optional[torch.Tensor],
+        text_mask: Optional[torch.Tensor],
+        class_ids: Optional[torch.Tensor],
+        cond_drop: Optional[torch.Tensor],
+        batch_size: int,
+    ) -> Condition:
+        """Build y and the text context; dropped rows (CFG) get the null condition / null class / no text."""
+        device = self.pos_embed.device
+        if cond_drop is None:
+            if self.training and self.cfg.cond_drop_prob > 0:
+                cond_drop = torch.rand(batch_size, device=device) < self.cfg.cond_drop_prob
+            else:
+                cond_drop = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        keep = ~cond_drop.to(device=device, dtype=torch.bool)
+
+        vector = self.null_cond.expand(batch_size, -1)
+        ctx = ctx_valid = None
+        if self.text_dim is not None:
+            null_tok = self.null_text_token.expand(batch_size, -1, -1)
+            ones = torch.ones(batch_size, 1, dtype=torch.bool, device=device)
+            if text_states is None:  # no caption at all: the null token is the whole context
+                ctx, ctx_valid = null_tok, ones
+            else:
+                if text_mask is None:
+                    text_mask = torch.ones(text_states.shape[:2], dtype=torch.bool, device=device)
+                text_mask = text_mask.to(torch.bool) & keep[:, None]
+                normed = self.text_norm(text_states)
+                ctx = torch.cat([null_tok, self.text_proj(normed)], dim=1)
+                ctx_valid = torch.cat([ones, text_mask], dim=1)
+                weights = text_mask.to(normed.dtype)[..., None]
+                pooled = (normed * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+                has_text = text_mask.any(1, keepdim=True)
+                vector = torch.where(has_text, self.text_pool(pooled), vector)
+        elif text_states is not None:
+            raise ValueError("text_states given but the model was built without text (model.cross_attn=false)")
+        if self.class_emb is not None:
+            if class_ids is None:
+                raise ValueError(f"model.num_classes={self.cfg.num_classes}: forward needs class_ids[B]")
+            null_class = torch.full_like(class_ids, self.cfg.num_classes)
+            class_ids = torch.where(keep & (class_ids >= 0), class_ids, null_class)
+            vector = vector + self.class_emb(class_ids)
+        return Condition(vector=vector, ctx=ctx, ctx_valid=ctx_valid)
+
+    def _ada_cond(self, vector: torch.Tensor, scale: int | None) -> torch.Tensor:
+        """AdaLN condition [B, K or 1, C]: y plus, with scale_cond, the embedding of each scale (or of `scale`)."""
+        cond = vector[:, None, :]
+        if self.scale_embed is None:
+            return cond
+        if scale is None:
+            return cond + self.scale_embed.weight[None]
+        return cond + self.scale_embed.weight[scale][None, None]
+
+    # ------------------------------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        teacher_inputs: torch.Tensor,
+        text_states: Optional[torch.Tensor] = None,
+        text_mask: Optional[torch.Tensor] = None,
+        class_ids: Optional[torch.Tensor] = None,
+        cond_drop: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Teacher-forced logits [B, L, vocab] for all scales in one pass (training / evaluation)."""
+        expected = (self.seq_len - self.first_len, self.latent_dim)
+        if teacher_inputs.ndim != 3 or tuple(teacher_inputs.shape[1:]) != expected:
+            raise ValueError(
+                f"teacher_inputs has shape {tuple(teacher_inputs.shape)}, expected [B, {expected[0]}, {expected[1]}] "
+                f"for the schedule patch_nums={list(self.patch_nums)} this model was built for "
+                f"(L - p0^2 tokens of latent_dim channels)"
+            )
+        batch = teacher_inputs.shape[0]
+        cond = self.condition(text_states, text_mask, class_ids, cond_drop, batch)
+        start = cond.vector[:, None, :] + self.pos_start
+        x = torch.cat([start.expand(batch, -1, -1), self.word_embed(teacher_inputs)], dim=1)
+        x = x + self.lvl_embed(self.token_scale)[None] + self.pos_embed
+        if self.mask_mode == "markovian":
+            layout = AttnLayout(segments=tuple(p * p for p in self.patch_nums))
+        else:
+            layout = AttnLayout(mask=self.attn_allowed)
+        layout.token_scale = self.token_scale if self.scale_embed is not None else None
+        ada_cond = self._ada_cond(cond.vector, None)
+        for block in self.blocks:
+            x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout)
+        return self.head(x, ada_cond, layout.token_scale)
+
+    def new_cache(self) -> list[LayerKV]:
+        """Per-block inference caches; under `markovian` they hold only the text K/V (no self-attention cache)."""
+        keep = history_scales(self.mask_mode)
+        return [LayerKV(keep) for _ in self.blocks]
+
+    def forward_scale(
+        self, scale: int, scale_input: Optional[torch.Tensor], cond: Condition, cache: list[LayerKV]
+    ) -> torch.Tensor:
+        """Logits [B, p_k^2, vocab] of scale `scale` from its input alone (sampling; scales in order).
+
+        `scale_input` is the tokenizer's `next_scale_input` for scale >= 1 ([B, p_k^2, latent_dim]) and None
+        for scale 0 (the start token). Under markovian nothing but this scale's tokens is processed.
+        """
+        if not 0 <= scale < self.num_scales:
+            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales (patch_nums={list(self.patch_nums)})")
+        batch = cond.vector.shape[0]
+        begin = sum(p * p for p in self.patch_nums[:scale])
+        n = self.patch_nums[scale] ** 2
+        if scale == 0:
+            x = (cond.vector[:, None, :] + self.pos_start).expand(batch, -1, -1)
+        else:
+            if scale_input is None or tuple(scale_input.shape[1:]) != (n, self.latent_dim):
+                got = None if scale_input is None else tuple(scale_input.shape)
+                raise ValueError(
+                    f"scale {scale} input has shape {got}, expected [B, {n}, {self.latent_dim}] "
+                    f"(patch_nums={list(self.patch_nums)})"
+                )
+            x = self.word_embed(scale_input)
+        x = x + self.lvl_embed.weight[scale] + self.pos_embed[:, begin : begin + n]
+        ada_cond = self._ada_cond(cond.vector, scale)
+        layout = AttnLayout()
+        for block, kv in zip(self.blocks, cache):
+            x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout, kv)
+        return self.head(x, ada_cond, None)
+
+    # ------------------------------------------------------------------------------------------ sizes
+
+    def parameter_groups(self) -> dict[str, int]:
+        """Instantiated parameter counts by group (same keys as flops.parameter_counts)."""
+        counts = {"core": 0, "text": 0, "embeddings": 0, "head": 0}
+        for name, param in self.named_parameters():
+            if name.startswith(TEXT_PREFIXES) or ".cross_" in name:
+                group = "text"
+            elif name.startswith(EMBED_PREFIXES):
+                group = "embeddings"
+            elif name.startswith(HEAD_PREFIXES):
+                group = "head"
+            else:
+                group = "core"
+            counts[group] += param.numel()
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+def build_model(
+    cfg: ModelConfig, patch_nums: tuple[int, ...], vocab_size: int, latent_dim: int, text_dim: int | None
+) -> SRDDTransformer:
+    """The one constructor every caller uses (docs/contracts.md)."""
+    return SRDDTransformer(cfg, patch_nums, vocab_size, latent_dim, text_dim)
