@@ -35,7 +35,7 @@ DEFAULT_TOKENIZER_DIR = Path("artifacts/tokenizer/shapes-small")
 # A CPU-sized tokenizer for the synthetic shapes: 64 px -> 8x8 latent, 6 scales, 204 tokens per image.
 SMALL_TOKENIZER = TokenizerConfig(image_size=64, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, latent_dim=16,
                                   vocab_size=1024, patch_nums=(1, 2, 3, 4, 6, 8), norm_groups=8)
-CAPTIONS_FOR_SPM = 5000
+CAPTIONS_FOR_SPM = 2000
 
 
 def default_shards() -> tuple[int, int]:

@@ -80,7 +80,7 @@ def image_to_uint8(image: Image.Image, image_size: int, resize_ratio: float = 1.
     left = (new_size[0] - image_size) // 2
     top = (new_size[1] - image_size) // 2
     image = image.crop((left, top, left + image_size, top + image_size))
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable copy: torch refuses read-only buffers
 
 
 def uint8_to_tensor(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -168,7 +168,9 @@ def open_image(source: str | bytes) -> tuple[Image.Image | None, str | None]:
         return None, "not_an_image"
     except Image.DecompressionBombError:
         return None, "decompression_bomb"
-    except (OSError, ValueError, SyntaxError):
+    except OSError as err:  # a file cut off inside its header fails here, before any pixel is decoded
+        return None, "truncated_image" if "truncat" in str(err).lower() else "unreadable_image"
+    except (ValueError, SyntaxError):
         return None, "unreadable_image"
 
 

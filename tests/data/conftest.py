@@ -36,7 +36,7 @@ def image_tokenizer():
 def text_cfg(tmp_path_factory) -> TextConfig:
     captions = [s.caption for s in iter_shapes("train", seed=0, image_size=16, count=300)]
     model = train_sentencepiece(captions, tmp_path_factory.mktemp("spm") / "shapes", vocab_size=128)
-    return TextConfig(tokenizer=str(model), max_length=24)
+    return TextConfig(tokenizer=str(model), max_length=64)
 
 
 @pytest.fixture(scope="session")
