@@ -14,7 +14,11 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+# transformers copies only the relative imports of *this* file into its module cache (yet resolves them
+# recursively when loading), so every sibling the transformer needs is imported here by name.
+from .blocks import SRDDBlock
 from .config import ModelConfig
+from .masks import attention_allowed  # noqa: F401  (see above: makes transformers copy masks.py)
 from .transformer import SRDDTransformer
 
 MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(ModelConfig))
@@ -70,7 +74,7 @@ class SRDDModel(PreTrainedModel):
     config_class = SRDDConfig
     base_model_prefix = "transformer"
     main_input_name = "teacher_inputs"
-    _no_split_modules = ["SRDDBlock"]
+    _no_split_modules = [SRDDBlock.__name__]
 
     def __init__(self, config: SRDDConfig):
         super().__init__(config)
