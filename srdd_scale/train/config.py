@@ -15,7 +15,7 @@ def _require(ok: bool, key: str, value: object, expected: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to optimise and how long; every default follows VAR (srdd-method.md §7.3) unless noted."""
+    """What to optimise and how long; defaults follow VAR (srdd-method.md §7.3). Loss/CFG-dropout live in ModelConfig."""
 
     seed: int = 0  # seeds model init (same on every rank), shuffling, conditioning dropout and sampling
     total_steps: int = 1000  # optimizer steps of the whole run (resume continues up to this)
@@ -33,13 +33,9 @@ class TrainConfig:
     wsd_decay_fraction: float = 0.2  # wsd: share of all steps spent in the final decay
     grad_clip: float = 2.0  # max global grad norm (0 disables clipping)
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast dtype of the transformer (fp16 uses a scaler)
-    text_encoder_bf16: bool = True  # run the frozen text encoder in bf16 (it is never trained)
     activation_checkpointing: bool = False  # recompute each block in backward to save memory
     compile: bool = False  # torch.compile each block
     ema_decay: float = 0.0  # EMA of weights (0 disables; needs full parameters, so not with ZeRO-3)
-    cond_drop_prob: float = 0.1  # probability of dropping the condition for CFG (VAR's class dropout)
-    label_smoothing: float = 0.0  # CE label smoothing (VAR default 0)
-    loss_weighting: str = "token"  # per-scale loss weighting passed to model.loss.scale_losses
     non_finite: Literal["skip", "stop"] = "skip"  # on a NaN/inf loss: skip the step (counted) or stop the run
     checkpoint_every: int = 500  # save every N steps (plus at the end and on a stop signal; 0: only those)
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
@@ -67,8 +63,6 @@ class TrainConfig:
                  "a float in (0, 1]")
         _require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a float >= 0 (0 disables)")
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "a float in [0, 1) (0 disables)")
-        _require(0 <= self.cond_drop_prob < 1, "train.cond_drop_prob", self.cond_drop_prob, "a float in [0, 1)")
-        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a float in [0, 1)")
         for key in ("checkpoint_every", "eval_every", "sample_every"):
             value = getattr(self, key)
             _require(value >= 0, f"train.{key}", value, "an int >= 0 (0 disables)")

@@ -1,0 +1,105 @@
+"""What the training loop needs from a data-parallel backend; each backend wraps an unmodified model."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from srdd_scale.train.config import ParallelConfig, TrainConfig
+from srdd_scale.utils.dist import DistEnv
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Fixed global batch split into micro-batches per rank and accumulation steps for this world size."""
+
+    global_batch_size: int
+    micro_batch_size: int
+    grad_accum_steps: int
+    world_size: int
+
+
+def plan_batch(train: TrainConfig, parallel: ParallelConfig, world_size: int) -> BatchPlan:
+    """micro x accum x world == global; raises naming the keys when the numbers do not divide."""
+    from srdd_scale.config import ConfigError
+
+    micro = parallel.micro_batch_size or train.global_batch_size // world_size
+    per_step = micro * world_size
+    if micro == 0 or train.global_batch_size % per_step:
+        raise ConfigError(
+            f"train.global_batch_size={train.global_batch_size} is not a multiple of parallel.micro_batch_size="
+            f"{parallel.micro_batch_size or micro} x world size {world_size}: pick a global batch divisible by "
+            f"micro-batch x ranks"
+        )
+    return BatchPlan(train.global_batch_size, micro, train.global_batch_size // per_step, world_size)
+
+
+class Backend:
+    """One data-parallel strategy. ``model`` is what the loop calls forward on; ``module`` is the plain model.
+
+    The loop drives: ``micro_step_context`` around each micro-batch's forward+backward, ``backward`` per
+    micro-batch, then ``step`` (clip + update) or ``discard_step`` once per optimizer step.
+    """
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def __init__(self, env: DistEnv, device: torch.device, train: TrainConfig, parallel: ParallelConfig,
+                 plan: BatchPlan):
+        self.env, self.device, self.train_cfg, self.parallel_cfg, self.plan = env, device, train, parallel, plan
+
+    @property
+    def module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def micro_step_context(self, is_last_micro: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def step(self) -> float:
+        """Clip, update, zero gradients; returns the pre-clip global grad norm."""
+        raise NotImplementedError
+
+    def discard_step(self) -> None:
+        """Drop the accumulated gradients of a step that saw a non-finite loss."""
+        raise NotImplementedError
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        """Collective: write model + optimizer (+ ``extra`` tensors/values such as EMA) under ``folder``."""
+        raise NotImplementedError
+
+    def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
+        """Collective: restore model + optimizer from ``folder``; returns ``extra`` filled in."""
+        raise NotImplementedError
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Collective: the plain model's full fp32 state dict on rank 0 (an empty dict elsewhere)."""
+        raise NotImplementedError
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+def apply_block_wrappers(model: nn.Module, train: TrainConfig) -> None:
+    """Activation checkpointing and torch.compile applied per block, in place, before any sharding.
+
+    Done on ``model.blocks`` (the contract's ModuleList) so that the model file stays unaware of both.
+    """
+    if train.activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        for index, block in enumerate(model.blocks):
+            model.blocks[index] = checkpoint_wrapper(block)
+    if train.compile:
+        for block in model.blocks:
+            block.compile()
+

@@ -1,0 +1,136 @@
+"""DeepSpeed ZeRO 1/2/3: the JSON config is generated from ours (and saved in the run dir); native checkpoints.
+
+A torch AdamW is handed to DeepSpeed so that no C++ optimizer (FusedAdam/CPUAdam) has to be compiled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from srdd_scale.config import ConfigError
+from srdd_scale.train.backends.base import Backend, apply_block_wrappers
+from srdd_scale.train.optim import build_optimizer, no_decay_names, plain_name
+
+DS_FOLDER = "deepspeed"
+DS_TAG = "state"
+CONFIG_FILE = "deepspeed_config.json"
+
+
+def deepspeed_config(backend: Backend) -> dict[str, Any]:
+    """DeepSpeed's JSON, derived from TrainConfig/ParallelConfig/BatchPlan (never written by hand)."""
+    train, parallel, plan = backend.train_cfg, backend.parallel_cfg, backend.plan
+    zero: dict[str, Any] = {"stage": parallel.zero_stage}
+    if parallel.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": backend.device.type == "cuda"}
+    if parallel.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": backend.device.type == "cuda"}
+    return {
+        "train_batch_size": plan.global_batch_size,
+        "train_micro_batch_size_per_gpu": plan.micro_batch_size,
+        "gradient_accumulation_steps": plan.grad_accum_steps,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": train.precision == "bf16"},
+        "fp16": {"enabled": train.precision == "fp16", "initial_scale_power": 16},
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class DeepSpeedBackend(Backend):
+    name = "deepspeed"
+
+    def __init__(self, model: nn.Module, lr: float, *args, run_dir: Path):
+        super().__init__(*args)
+        import deepspeed
+
+        if self.train_cfg.non_finite == "skip" and self.train_cfg.precision != "fp16":
+            raise ConfigError(
+                f"train.non_finite: got 'skip' with parallel.backend='deepspeed' and train.precision="
+                f"'{self.train_cfg.precision}', expected 'stop' (DeepSpeed applies the update inside the last "
+                f"micro-step, before the loss can be checked; only its fp16 loss scaler skips bad steps)"
+            )
+        if self.train_cfg.ema_decay and self.parallel_cfg.zero_stage == 3:
+            raise ConfigError("train.ema_decay: got a non-zero decay with parallel.zero_stage=3, expected 0 "
+                              "(ZeRO-3 never holds full parameters; use stage 1/2 or fsdp for EMA)")
+        no_decay = no_decay_names(model)
+        model.to(self.device)
+        apply_block_wrappers(model, self.train_cfg)
+        optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+        self.ds_config = deepspeed_config(self)
+        if self.env.is_main:
+            (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(self.ds_config, indent=2))
+        self.model, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=self.ds_config, dist_init_required=False
+        )
+        self._client_optimizer = optimizer
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model.module
+
+    def set_lr(self, lr: float) -> None:
+        # ZeRO wrappers share the client optimizer's param-group dicts
+        for group in self._client_optimizer.param_groups:
+            group["lr"] = lr
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.model.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps itself
+        self.model.step()  # no-op update except at the accumulation boundary
+
+    def step(self) -> float:
+        # the update already happened in the boundary micro-step's engine.step(), with the LR set before it
+        norm = self.model.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def discard_step(self) -> None:
+        # only reached with fp16, where DeepSpeed's loss scaler has already skipped the overflowing update
+        pass
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        self.model.save_checkpoint(str(Path(folder) / DS_FOLDER), tag=DS_TAG, client_state={"extra": extra},
+                                   save_latest=False)
+        dist.barrier()
+
+    def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
+        if meta.world_size != self.env.world_size or meta.zero_stage != self.parallel_cfg.zero_stage:
+            source = Path(folder) / DS_FOLDER / DS_TAG
+            raise RuntimeError(
+                f"checkpoint {folder} was written by DeepSpeed ZeRO-{meta.zero_stage} on {meta.world_size} ranks; "
+                f"this job runs ZeRO-{self.parallel_cfg.zero_stage} on {self.env.world_size}. DeepSpeed's native "
+                f"checkpoints resume only on the same layout: relaunch with {meta.world_size} ranks and "
+                f"parallel.zero_stage={meta.zero_stage}, or consolidate the weights with `python -m "
+                f"deepspeed.utils.zero_to_fp32 {source.parent} OUT --tag {DS_TAG}` and start a new run from them"
+            )
+        _, client_state = self.model.load_checkpoint(
+            str(Path(folder) / DS_FOLDER), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
+        if client_state is None:
+            raise RuntimeError(f"DeepSpeed could not load the checkpoint in {folder}")
+        return client_state["extra"]
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        if self.parallel_cfg.zero_stage == 3:
+            from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+
+            state = {}
+            for name, param in self.module.named_parameters():
+                with GatheredParameters([param], modifier_rank=None):
+                    if self.env.is_main:
+                        state[plain_name(name)] = param.detach().to("cpu", torch.float32).clone()
+            if self.env.is_main:
+                for name, buf in self.module.named_buffers():
+                    state[plain_name(name)] = buf.detach().to("cpu", torch.float32)
+            return state
+        if not self.env.is_main:
+            return {}
+        # ZeRO 1/2 keep full (possibly bf16) params in the module; the fp32 masters live in the optimizer shards
+        return {k: v.detach().to("cpu", torch.float32) for k, v in self.module.state_dict().items()}

@@ -1,0 +1,32 @@
+"""Cross-cutting features as small callback objects (llm-foundry style); the loop only calls the hooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from srdd_scale.train.trainer import Trainer
+
+
+@dataclass
+class StepReport:
+    """What one optimizer step produced; callbacks add metrics and media before the loggers see it."""
+
+    step: int  # optimizer steps completed (1 after the first step)
+    metrics: dict[str, float]
+    media: dict[str, str] = field(default_factory=dict)  # name -> image path (rank 0)
+    log: bool = False  # whether loggers write this step (log_every, eval/sample steps, the last step)
+
+
+class Callback:
+    """Hooks run on every rank in list order; a callback that only writes checks ``trainer.env.is_main``."""
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_step_end(self, trainer: "Trainer", report: StepReport) -> None:
+        pass
+
+    def on_train_end(self, trainer: "Trainer", summary: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,69 @@
+"""Periodic sample grids for fixed prompts (PNG under ``<run_dir>/samples`` and in wandb).
+
+The weights are gathered to a plain copy of the model on rank 0, so sampling works the same for DDP, FSDP and
+every ZeRO stage (the sampler calls model internals that sharded wrappers would not gather).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from srdd_scale.train.callbacks.base import Callback, StepReport
+
+
+class SampleGrid(Callback):
+    """Every ``train.sample_every`` steps: one image per fixed prompt (or class), same noise each time."""
+
+    def on_train_start(self, trainer) -> None:
+        cfg = trainer.cfg
+        self.enabled = bool(cfg.train.sample_every) and trainer.env.is_main
+        if not self.enabled:
+            return
+        self.text_ids = self.text_mask = self.class_ids = None
+        if trainer.task.text_encoder is not None:
+            from srdd_scale.text import load_text_tokenizer
+
+            text_tokenizer = load_text_tokenizer(cfg.text)
+            encoded = text_tokenizer.encode(list(cfg.train.sample_prompts))
+            width = max(len(ids) for ids in encoded)
+            self.text_ids = torch.full((len(encoded), width), text_tokenizer.pad_id, dtype=torch.long)
+            self.text_mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+            for row, ids in enumerate(encoded):
+                self.text_ids[row, : len(ids)] = torch.from_numpy(ids.astype("int64"))
+                self.text_mask[row, : len(ids)] = True
+        if cfg.model.num_classes > 0:
+            self.class_ids = torch.tensor(cfg.train.sample_class_ids or range(cfg.model.num_classes)[:4])
+
+    def on_step_end(self, trainer, report: StepReport) -> None:
+        every = trainer.cfg.train.sample_every
+        if not every or (report.step % every and report.step != trainer.cfg.train.total_steps):
+            return
+        state = trainer.backend.full_state_dict()  # collective: every rank takes part
+        if not self.enabled:
+            return
+        report.media["samples"] = str(self._sample_to_png(trainer, state, report.step))
+        report.log = True
+
+    @torch.no_grad()
+    def _sample_to_png(self, trainer, state: dict[str, torch.Tensor], step: int):
+        from torchvision.utils import save_image
+
+        from srdd_scale.model import SamplingConfig
+        from srdd_scale.model.sampler import sample
+
+        device, task = trainer.device, trainer.task
+        model = task.build_model().to(device)
+        model.load_state_dict(state)
+        model.eval()
+        kwargs = {"text_states": None, "text_mask": None, "class_ids": None}
+        if self.text_ids is not None:
+            kwargs["text_mask"] = self.text_mask.to(device)
+            kwargs["text_states"] = task.text_encoder(self.text_ids.to(device), kwargs["text_mask"])
+        if self.class_ids is not None:
+            kwargs["class_ids"] = self.class_ids.to(device)
+        generator = torch.Generator(device).manual_seed(trainer.cfg.train.seed)
+        indices = sample(model, task.tokenizer, cfg=SamplingConfig(), generator=generator, **kwargs)
+        images = task.tokenizer.decode(indices).float().clamp(-1, 1)
+        path = trainer.run_dir / "samples" / f"step_{step:08d}.png"
+        save_image((images + 1) / 2, path, nrow=min(8, images.shape[0]))
+        return path
