@@ -1,5 +1,5 @@
 """SRDD transformer: VAR's next-scale predictor with a Markovian attention mask (srdd-method.md §2, §7.2)."""
 from srdd_scale.model.config import ModelConfig, SamplingConfig
-from srdd_scale.model.transformer import SRDDTransformer, build_model
+from srdd_scale.model.transformer import SRDDTransformer, build_model, state_dict_for_schedule
 
-__all__ = ["ModelConfig", "SamplingConfig", "SRDDTransformer", "build_model"]
+__all__ = ["ModelConfig", "SamplingConfig", "SRDDTransformer", "build_model", "state_dict_for_schedule"]

@@ -264,6 +264,33 @@ class SRDDTransformer(nn.Module):
         return counts
 
 
+def state_dict_for_schedule(
+    state: dict[str, torch.Tensor], patch_nums: tuple[int, ...], new_patch_nums: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (scale distillation, §4.3).
+
+    Every kept scale keeps its own position, level and scale embeddings (srdd-method.md §4.3 step 3); all
+    other weights are shared by every schedule. Load the result into build_model(..., new_patch_nums, ...).
+    """
+    missing = [p for p in new_patch_nums if p not in patch_nums]
+    if missing or new_patch_nums[0] != patch_nums[0]:
+        raise ValueError(
+            f"new schedule {list(new_patch_nums)} must keep the first scale and use only scales of the trained "
+            f"schedule {list(patch_nums)} (not found: {missing or [new_patch_nums[0]]})"
+        )
+    kept = [patch_nums.index(p) for p in new_patch_nums]
+    bounds = [0]
+    for p in patch_nums:
+        bounds.append(bounds[-1] + p * p)
+    rows = torch.cat([torch.arange(bounds[k], bounds[k + 1]) for k in kept])
+    out = dict(state)
+    out["pos_embed"] = state["pos_embed"][:, rows]
+    for name in ("lvl_embed.weight", "scale_embed.weight"):
+        if name in state:
+            out[name] = state[name][kept]
+    return out
+
+
 def build_model(
     cfg: ModelConfig, patch_nums: tuple[int, ...], vocab_size: int, latent_dim: int, text_dim: int | None
 ) -> SRDDTransformer:

@@ -130,3 +130,21 @@ def test_text_dim_mismatch_is_reported():
     model = tiny_model()
     with pytest.raises(RuntimeError):
         model(torch.randn(2, SEQ_LEN - 1, LATENT), torch.randn(2, 3, TEXT_DIM + 1))
+
+
+def test_reduced_schedule_from_full_model_keeps_per_scale_function():
+    """Under markovian a kept scale's logits depend only on its own input, so they survive re-laying."""
+    from srdd_scale.model import state_dict_for_schedule
+
+    full = tiny_model()
+    reduced_nums = (1, 3, 4)
+    reduced = build_model(full.cfg, reduced_nums, VOCAB, LATENT, TEXT_DIM).eval()
+    reduced.load_state_dict(state_dict_for_schedule(full.state_dict(), PATCH_NUMS, reduced_nums))
+    scale3 = torch.randn(2, 16, LATENT)
+    with torch.no_grad():
+        full_in = torch.cat([torch.randn(2, 4 + 9, LATENT), scale3], 1)
+        reduced_in = torch.cat([torch.randn(2, 9, LATENT), scale3], 1)
+        text = torch.randn(2, 3, TEXT_DIM)
+        torch.testing.assert_close(full(full_in, text)[:, -16:], reduced(reduced_in, text)[:, -16:])
+    with pytest.raises(ValueError, match=r"not found: \[5\]"):
+        state_dict_for_schedule(full.state_dict(), PATCH_NUMS, (1, 2, 5))
