@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 from srdd_scale.config import ConfigError, add_config_args, config_from_args
-from srdd_scale.data import shapes
 from srdd_scale.data.mds import COMPLETE_FILE
 from srdd_scale.data.pretokenize import PretokenizeConfig, merge_parts, part_dir, pretokenize_part
-from srdd_scale.data.sources import resolve_source
+from srdd_scale.data.sources import iter_captions, list_inputs, resolve_source
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
 from srdd_scale.utils.logging import get_logger
@@ -66,8 +65,7 @@ def text_tokenizer_for(cfg: PretokenizeConfig):
     """``text.tokenizer``; the default sentencepiece model is trained on shapes captions if missing."""
     default = TextConfig().tokenizer
     if cfg.text.tokenizer == default and not Path(default).exists() and resolve_source(cfg.data) == "synthetic":
-        captions = (shapes.generate_shape_sample(i, "train", cfg.data.seed, 16).caption
-                    for i in range(CAPTIONS_FOR_SPM))
+        captions = iter_captions(dataclasses.replace(cfg.data, image_size=16), limit=CAPTIONS_FOR_SPM)
         path = train_sentencepiece(captions, Path(default).with_suffix(""), cfg.text.vocab_size, seed=cfg.data.seed)
         log.info("trained a sentencepiece caption tokenizer on %d shapes captions: %s", CAPTIONS_FOR_SPM, path)
     return load_text_tokenizer(cfg.text)
@@ -104,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output or cfg.data.train_path)
     try:
         source = resolve_source(cfg.data)
+        list_inputs(cfg.data)  # a bad path or an empty corpus fails now, before any model is loaded
     except ConfigError as err:
         sys.exit(f"error: {err}")
     targets = [("train", output)]

@@ -40,8 +40,6 @@ class DataConfig:
     predownload: int = 0  # samples to fetch ahead per worker for remote data (0: streaming's default)
 
     def validate(self) -> None:
-        if self.source in ("folder", "webdataset") and not self.input:
-            raise ConfigError(f"data.source={self.source!r} needs data.input (a folder, .tar file or glob)")
         if self.image_size < 16:
             raise ConfigError(f"data.image_size={self.image_size}: expected >= 16 pixels")
         if self.resize_ratio < 1.0:

@@ -145,7 +145,8 @@ def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
         # Leave the decoding workers their cores: oversubscribed OpenMP threads spin and run ~20x slower.
-        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, min(threads, cores - workers)))
     try:
         stats = _write_part(cfg, folder, refs, split, image_tokenizer, text_tokenizer, device, shard_index,
                             num_shards)

@@ -111,6 +111,8 @@ def list_inputs(cfg: DataConfig, split: str = "train") -> Sequence:
             raise ConfigError(f"split={split!r}: expected one of {shapes.SPLITS}")
         count = cfg.synthetic_train_samples if split == "train" else cfg.synthetic_heldout_samples
         return range(count)
+    if not cfg.input:
+        raise ConfigError(f"data.source={source!r} needs data.input (a folder, .tar file, folder of .tar or glob)")
     paths = _expand(cfg.input)
     if source == "webdataset":
         tars: list[Path] = []
@@ -271,3 +273,14 @@ def iter_samples(cfg: DataConfig, shard_index: int = 0, num_shards: int = 1, spl
     """Samples of part ``shard_index`` of ``num_shards`` (and of one decoding worker within it)."""
     refs = part_slice(list_inputs(cfg, split), shard_index, num_shards)
     return iter_refs(cfg, refs, split, worker, num_workers)
+
+
+def iter_captions(cfg: DataConfig, split: str = "train", limit: int | None = None) -> Iterator[str]:
+    """Usable captions of the whole corpus in order (for training a caption tokenizer), at most ``limit``."""
+    count = 0
+    for sample in iter_samples(cfg, split=split):
+        if limit is not None and count >= limit:
+            return
+        if sample.caption:
+            count += 1
+            yield sample.caption

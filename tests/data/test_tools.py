@@ -1,0 +1,100 @@
+"""The pretokenize and caption-tokenizer CLIs, run in-process as a user would call them."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from streaming import StreamingDataset
+
+from srdd_scale.text import TextConfig, load_text_tokenizer
+from srdd_scale.tokenizer import save_tokenizer
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_argument_default_writes_synthetic_train_and_heldout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tool = _tool("pretokenize")
+    assert tool.main(["data.synthetic_train_samples=12", "data.synthetic_heldout_samples=4",
+                      "data.decode_workers=0"]) == 0
+    out = capsys.readouterr().out
+    for split, count in (("train", 12), ("heldout", 4)):
+        folder = tmp_path / "data" / "shapes" / split
+        assert f"{split}: {count} samples, meta.json and stats.json in {folder}" in out
+        assert len(StreamingDataset(local=str(folder), shuffle=False)) == count
+        assert json.loads((folder / "stats.json").read_text())["written"] == count
+    assert (tmp_path / "artifacts" / "tokenizer" / "shapes-small" / "tokenizer.safetensors").is_file()
+    assert (tmp_path / "artifacts" / "text" / "shapes_spm.model").is_file()
+    # A second run finds every part complete and reuses the tokenizers it created.
+    assert tool.main(["data.synthetic_train_samples=12", "data.synthetic_heldout_samples=4",
+                      "data.decode_workers=0"]) == 0
+    assert "train: 12 samples" in capsys.readouterr().out
+
+
+def test_input_folder_with_checkpoint_and_parts(tmp_path, monkeypatch, capsys, image_tokenizer, text_cfg):
+    from PIL import Image
+
+    from srdd_scale.data.shapes import generate_shape_sample
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        sample = generate_shape_sample(i, "train", 0, 48)
+        sample.image.save(corpus / f"{i}.png")
+        (corpus / f"{i}.txt").write_text(sample.caption)
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    tool = _tool("pretokenize")
+    common = ["--input", str(corpus), "--output", str(tmp_path / "out"), f"tokenizer.checkpoint={checkpoint}",
+              f"text.tokenizer={text_cfg.tokenizer}", "data.decode_workers=0", "--device", "cpu"]
+    for index in range(2):
+        assert tool.main(common + ["--num-shards", "2", "--shard-index", str(index)]) == 0
+    assert "--merge" in capsys.readouterr().out
+    assert tool.main(common + ["--num-shards", "2", "--merge"]) == 0
+    assert "merged 2 parts of train: 6 samples" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["image_size"] == 32 and meta["num_samples"] == 6  # data.image_size followed the tokenizer
+    assert not (tmp_path / "out-heldout").exists()
+
+
+def test_slurm_array_and_torchrun_pick_the_part(monkeypatch):
+    tool = _tool("pretokenize")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
+    assert tool.default_shards() == (3, 1)
+    for name in ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert tool.default_shards() == (4, 2)
+
+
+@pytest.mark.parametrize("make_input, message", [
+    (lambda tmp: tmp / "missing", "does not exist"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no images"),
+])
+def test_bad_or_empty_input_fails_at_once(tmp_path, monkeypatch, make_input, message):
+    monkeypatch.chdir(tmp_path)
+    tool = _tool("pretokenize")
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--input", str(make_input(tmp_path)), "--output", str(tmp_path / "out")])
+    assert message in str(exit_info.value.code)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_train_text_tokenizer_tool(tmp_path, capsys):
+    tool = _tool("train_text_tokenizer")
+    assert tool.main(["--output", str(tmp_path / "spm"), "--vocab-size", "96", "--max-captions", "300",
+                      "data.synthetic_train_samples=300"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    tok = load_text_tokenizer(TextConfig(tokenizer=str(tmp_path / "spm.model")))
+    assert 0 < tok.vocab_size <= 96
