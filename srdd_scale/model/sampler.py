@@ -119,8 +119,8 @@ def sample(
         batch_size = given.shape[0]
     guided = cfg.cfg_scale > 0
     if guided:  # doubled batch: conditional rows, then the same rows with the condition dropped
-        double = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
-        text_states, text_mask, class_ids = double(text_states), double(text_mask), double(class_ids)
+        text_states, text_mask, class_ids = (None if t is None else torch.cat([t, t])
+                                             for t in (text_states, text_mask, class_ids))
         rows = 2 * batch_size
         drop = torch.arange(rows, device=model.pos_embed.device) >= batch_size
     else:
