@@ -54,7 +54,8 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.mib = 0.0
+        self.mib: float | None = None
+        self.base: int | None = None
 
     @staticmethod
     def _rss_kib(field: str) -> int:
@@ -69,14 +70,19 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            self.base = self._rss_kib("VmRSS") * 1024
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+                self.base = self._rss_kib("VmRSS") * 1024
+            except (OSError, RuntimeError):  # not Linux, or not allowed: report no memory figure
+                self.base = None
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
+        elif self.base is None:
+            return
         else:
             peak = self._rss_kib("VmHWM") * 1024
         self.mib = (peak - self.base) / 2**20
@@ -174,7 +180,8 @@ def main() -> None:
     for r in results:
         rate = f"{r['tokens_per_s']:.0f} tok/s" if r["kind"] == "train" else f"{r['images_per_s']:.2f} img/s"
         tflops = f"{r['tflops_per_s']:.3f}" if "tflops_per_s" in r else "-"
-        print(f"{r['kind']:<7}{r['depth']:>6}  {r['mask']:<15}{rate:>22}{tflops:>10}{r['peak_mib']:>11.1f}")
+        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        print(f"{r['kind']:<7}{r['depth']:>6}  {r['mask']:<15}{rate:>22}{tflops:>10}{peak:>11}")
 
     prov = provenance()
     record = {
