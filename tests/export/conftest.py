@@ -1,0 +1,54 @@
+"""Tiny trained runs (2 real ranks, 2 steps) of each backend and their exports, shared by the export tests.
+
+The assets and launcher are the trainer tests' own (tests/train/conftest.py), loaded by path because the
+test tree uses importlib mode (no package imports between test folders).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from srdd_scale.export.export import export_checkpoint
+
+_spec = importlib.util.spec_from_file_location("train_test_helpers",
+                                               Path(__file__).resolve().parents[1] / "train" / "conftest.py")
+train_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_helpers)
+train_assets = train_helpers.train_assets  # the session fixture, re-exported for this folder
+
+# backend name -> extra overrides; ZeRO-3 is the stage whose weights exist only as shards
+BACKENDS = {
+    "ddp": {},
+    "fsdp": {},
+    "deepspeed": {"parallel.zero_stage": 3},
+}
+
+
+def train_run(assets: dict[str, str], root: Path, backend: str) -> Path:
+    """Train a d2 model for 2 steps on 2 ranks with `backend`; returns its run directory."""
+    output = root / "runs"
+    overrides = train_helpers.base_overrides(assets, output, backend, **{
+        "train.total_steps": 2, "train.checkpoint_every": 2, "train.eval_every": 0, **BACKENDS[backend]})
+    train_helpers.launch_ok(overrides, root)
+    return train_helpers.only_run_dir(output)
+
+
+@pytest.fixture(scope="session")
+def trained(train_assets, tmp_path_factory):
+    """backend -> (run_dir, export_dir), built lazily so a test touching one backend trains only that one."""
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(backend: str) -> tuple[Path, Path]:
+        if backend not in cache:
+            root = tmp_path_factory.mktemp(f"run_{backend}")
+            try:
+                run_dir = train_run(train_assets, root, backend)
+            finally:
+                train_helpers.release_stale_shared_memory()
+            cache[backend] = (run_dir, export_checkpoint(run_dir, root / "export"))
+        return cache[backend]
+
+    return get
