@@ -1,0 +1,182 @@
+"""Export from DDP / FSDP / DeepSpeed ZeRO-3 checkpoints: remote-code logits, seeded sampling, broken folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from srdd_scale.config import load_saved_config
+from srdd_scale.export.checkpoints import read_model_state, resolve_checkpoint
+from srdd_scale.export.export import export_checkpoint
+from srdd_scale.export.folder import ExportFolderError
+from srdd_scale.export.pipeline import SRDDPipeline
+from srdd_scale.model import SamplingConfig
+from srdd_scale.model.sampler import sample
+from srdd_scale.tokenizer import split_codes
+from srdd_scale.train.task import SRDDTask
+
+# Runs in `python -I` from an empty folder: srdd_scale's editable-install finder is dropped before anything
+# is imported, so transformers must find every module it needs inside the exported folder.
+HIDDEN_LOAD = textwrap.dedent("""
+    import importlib.util, json, sys
+    sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path = [p for p in sys.path if not p.startswith({root!r})]
+    assert importlib.util.find_spec("srdd_scale") is None, "srdd_scale is still importable"
+    import torch
+    from transformers import AutoModel
+    inputs = torch.load(sys.argv[2], weights_only=True)
+    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    torch.save({{"logits": logits, "class": type(model).__module__, "srdd_loaded": "srdd_scale" in sys.modules}},
+               sys.argv[3])
+""")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def reference(run_dir: Path):
+    """The training model rebuilt from its checkpoint, its frozen parts, and one batch of inputs."""
+    cfg = load_saved_config(run_dir / "config.yaml")
+    task = SRDDTask(cfg, torch.device("cpu"))
+    model = task.build_model().eval()
+    _, folder = resolve_checkpoint(run_dir)
+    model.load_state_dict(read_model_state(folder, model.state_dict()))
+    gen = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, task.tokenizer.vocab_size, (3, task.tokens_per_image), generator=gen)
+    text_ids = torch.randint(2, 50, (3, 6), generator=gen)
+    text_mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3, [1] * 2 + [0] * 4], dtype=torch.bool)
+    inputs = {"teacher_inputs": task.tokenizer.teacher_forcing_inputs(split_codes(codes, task.patch_nums)),
+              "text_states": task.text_encoder(text_ids, text_mask), "text_mask": text_mask,
+              "cond_drop": torch.tensor([False, False, True])}
+    return task, model, inputs
+
+
+def load_hidden(export_dir: Path, inputs: dict, tmp: Path) -> dict:
+    script, inputs_path, out_path = tmp / "hidden_load.py", tmp / "inputs.pt", tmp / "out.pt"
+    script.write_text(HIDDEN_LOAD.format(root=str(ROOT)))
+    torch.save(inputs, inputs_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf_home"), TRANSFORMERS_OFFLINE="1")
+    workdir = tmp / "cwd"
+    workdir.mkdir()
+    done = subprocess.run([sys.executable, "-I", str(script), str(export_dir), str(inputs_path), str(out_path)],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return torch.load(out_path, weights_only=True)
+
+
+@pytest.mark.parametrize("backend", ["ddp", "fsdp", "deepspeed"])
+def test_remote_code_logits_equal_training_model(trained, backend, tmp_path):
+    run_dir, export_dir = trained(backend)
+    task, model, inputs = reference(run_dir)
+    with torch.no_grad():
+        expected = model(**inputs)
+    loaded = load_hidden(export_dir, inputs, tmp_path)
+    assert loaded["class"].startswith("transformers_modules.") and not loaded["srdd_loaded"]
+    assert torch.equal(loaded["logits"], expected)
+    # the checkpoint was trained: its weights are not the seeded initial ones
+    torch.manual_seed(task.cfg.train.seed)
+    initial = task.build_model().eval()
+    with torch.no_grad():
+        assert not torch.allclose(initial(**inputs), expected, atol=1e-4)
+
+
+def test_backends_agree(trained):
+    """Same seed, data and fp32 steps: the three backends' exported weights are numerically the same model."""
+    states = {b: SRDDPipeline.from_pretrained(trained(b)[1]).model.state_dict() for b in ("ddp", "fsdp", "deepspeed")}
+    for backend in ("fsdp", "deepspeed"):
+        for key, value in states["ddp"].items():
+            torch.testing.assert_close(states[backend][key], value, atol=2e-5, rtol=1e-4, msg=f"{backend}: {key}")
+
+
+def test_seeded_sampling_identical_before_and_after_export(trained):
+    run_dir, export_dir = trained("ddp")
+    task, model, _ = reference(run_dir)
+    pipe = SRDDPipeline.from_pretrained(export_dir)
+    prompts = ["a red circle", "a small blue square", "a green triangle"]
+    cfg = SamplingConfig(cfg_scale=2.0, top_k=8, top_p=0.9, mr_steps=1, p_resample=0.05)
+    text_states, text_mask = pipe.encode_prompts(prompts)
+    before = sample(model, task.tokenizer, text_states=text_states, text_mask=text_mask, cfg=cfg,
+                    generator=torch.Generator().manual_seed(7))
+    after = pipe.generate_codes(prompts, sampling=cfg, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    other_seed = pipe.generate_codes(prompts, sampling=cfg, seed=8)
+    assert not all(torch.equal(a, b) for a, b in zip(after, other_seed))
+    images = pipe(prompts, seed=7, sampling=cfg, batch_size=2)
+    assert len(images) == 3 and images[0].size == (task.tokenizer.image_size,) * 2
+
+
+def test_sharded_export_with_bundled_text_encoder(trained, tmp_path):
+    run_dir, single = trained("ddp")
+    out = export_checkpoint(run_dir, tmp_path / "sharded", bundle_text_encoder=True, max_shard_size="100KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and not (out / "model.safetensors").exists()
+    assert (out / "text_encoder" / "config.json").is_file()
+    assert json.loads((out / "config.json").read_text())["text_config"]["encoder"] == "text_encoder"
+    one, many = SRDDPipeline.from_pretrained(single), SRDDPipeline.from_pretrained(out)
+    for key, value in one.model.state_dict().items():
+        assert torch.equal(many.model.state_dict()[key], value), key
+    states_one, _ = one.encode_prompts(["a red circle"])
+    states_many, _ = many.encode_prompts(["a red circle"])
+    assert torch.equal(states_one, states_many)
+    _, _, inputs = reference(run_dir)
+    with torch.no_grad():
+        expected = one.model(**inputs)
+    assert torch.equal(load_hidden(out, inputs, tmp_path)["logits"], expected)
+
+
+def _broken_copy(export_dir: Path, tmp_path: Path, name: str) -> Path:
+    copy = tmp_path / name
+    shutil.copytree(export_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("relative, damage", [
+    ("model.safetensors", "delete"),
+    ("model.safetensors", "truncate"),
+    ("config.json", "garble"),
+    ("config.json", "delete"),
+    ("generation_config.json", "garble"),
+    ("image_tokenizer/tokenizer.safetensors", "delete"),
+    ("image_tokenizer/tokenizer_config.json", "garble"),
+])
+def test_broken_export_names_the_file(trained, tmp_path, relative, damage):
+    _, export_dir = trained("ddp")
+    folder = _broken_copy(export_dir, tmp_path, "broken")
+    target = folder / relative
+    if damage == "delete":
+        target.unlink()
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    else:
+        target.write_text("{ not json")
+    with pytest.raises(ExportFolderError, match=relative.replace(".", r"\.")):
+        SRDDPipeline.from_pretrained(folder)
+
+
+def test_missing_text_tokenizer_names_the_file(trained, tmp_path):
+    _, export_dir = trained("ddp")
+    folder = _broken_copy(export_dir, tmp_path, "broken")
+    shutil.rmtree(folder / "text_tokenizer")
+    with pytest.raises(ExportFolderError, match="text_tokenizer"):
+        SRDDPipeline.from_pretrained(folder)
+
+
+def test_export_refuses_incomplete_checkpoint_and_non_empty_target(trained, tmp_path):
+    run_dir, export_dir = trained("ddp")
+    _, folder = resolve_checkpoint(run_dir)
+    partial = tmp_path / "step_00000009"
+    shutil.copytree(folder, partial)
+    (partial / "COMPLETE").unlink()
+    with pytest.raises(FileNotFoundError, match="COMPLETE"):
+        export_checkpoint(partial, tmp_path / "out")
+    with pytest.raises(FileExistsError, match=str(export_dir)):
+        export_checkpoint(run_dir, export_dir)
