@@ -1,0 +1,121 @@
+"""Import into a new schedule (scale distillation), tools/sample.py, tools/export_hf.py and validation loss."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from srdd_scale.export.importing import load_exported_weights, remap_schedule
+from srdd_scale.export.pipeline import SRDDPipeline
+from srdd_scale.export.val_loss import validation_loss
+from srdd_scale.model import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_remap_keeps_embeddings_of_kept_scales():
+    old, new = (1, 2, 3, 4, 6), (1, 3, 5, 6)
+    dim = 4
+    seq = sum(p * p for p in old)
+    state = {"pos_start": torch.randn(1, 1, dim), "pos_embed": torch.randn(1, seq, dim),
+             "lvl_embed.weight": torch.randn(len(old), dim), "scale_embed.weight": torch.randn(len(old), dim)}
+    out = remap_schedule(state, old, new)
+    assert out["pos_embed"].shape == (1, sum(p * p for p in new), dim)
+    begin_old = {p: sum(q * q for q in old[:k]) for k, p in enumerate(old)}
+    begin_new = {p: sum(q * q for q in new[:k]) for k, p in enumerate(new)}
+    for side in (1, 3, 6):  # kept scales: exact copies of their rows
+        rows_old = state["pos_embed"][0, begin_old[side]: begin_old[side] + side * side]
+        assert torch.equal(out["pos_embed"][0, begin_new[side]: begin_new[side] + side * side], rows_old)
+        assert torch.equal(out["lvl_embed.weight"][new.index(side)], state["lvl_embed.weight"][old.index(side)])
+    # side 5 is new: the nearest exported side (4 and 6 tie; the smaller wins) supplies its level rows
+    assert torch.equal(out["scale_embed.weight"][2], state["scale_embed.weight"][old.index(4)])
+    assert torch.equal(out["pos_start"], state["pos_start"])
+
+
+def test_load_exported_weights_into_reduced_schedule(trained):
+    _, export_dir = trained("ddp")
+    full = SRDDPipeline.from_pretrained(export_dir)
+    reduced_schedule = (1, 4, 8)
+    model = build_model(full.model.cfg, reduced_schedule, full.model.vocab_size, full.model.latent_dim,
+                        full.model.text_dim)
+    load_exported_weights(model, export_dir)
+    assert torch.equal(model.pos_embed[0, 1:17], full.model.pos_embed[0, 5:21])  # the 4x4 scale
+    assert torch.equal(model.lvl_embed.weight[2], full.model.lvl_embed.weight[3])
+    assert torch.equal(model.blocks[0].attn.proj.weight, full.model.blocks[0].attn.proj.weight)
+    wrong_end = build_model(full.model.cfg, (1, 2, 4), full.model.vocab_size, full.model.latent_dim,
+                            full.model.text_dim)
+    with pytest.raises(ValueError, match="final latent grid"):
+        load_exported_weights(wrong_end, export_dir)
+    wider = build_model(type(full.model.cfg)(depth=2, width=128, num_heads=2), full.model.patch_nums,
+                        full.model.vocab_size, full.model.latent_dim, full.model.text_dim)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_exported_weights(wider, export_dir)
+
+
+def test_sample_tool_writes_pngs_index_and_grid(trained, tmp_path):
+    _, export_dir = trained("ddp")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a red circle", "attrs": {"colour": "red"}}) + "\n"
+                       + json.dumps({"prompt": "a blue square", "attrs": {"colour": "blue"}}) + "\n")
+    out = tmp_path / "samples"
+    sample_tool = _tool("sample")
+    assert sample_tool.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2",
+                             "--cfg", "1.0", "--top-k", "5", "--seed", "3", "--batch-size", "3",
+                             "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["a red circle"] * 2 + ["a blue square"] * 2
+    assert records[2]["attrs"] == {"colour": "blue"}
+    for record in records:
+        assert Image.open(out / record["file"]).size == (16, 16)
+    assert Image.open(out / "grid.png").size[0] > 16
+    # the same seed and batch size reproduce the same images
+    again = tmp_path / "again"
+    sample_tool.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2", "--cfg", "1.0",
+                      "--top-k", "5", "--seed", "3", "--batch-size", "3", "--out", str(again)])
+    assert (out / "00003.png").read_bytes() == (again / "00003.png").read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "outpaint", "superres"])
+def test_sample_tool_zero_shot_modes(trained, tmp_path, mode):
+    _, export_dir = trained("ddp")
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8 if mode == "superres" else 16,) * 2, (200, 30, 30)).save(image)
+    args = ["--model", str(export_dir), "--prompt", "a red circle", "--out", str(tmp_path / "out"), f"--{mode}",
+            str(image)]
+    if mode == "inpaint":
+        mask = Image.new("L", (16, 16), 255)
+        mask.paste(0, (4, 4, 12, 12))
+        mask.save(tmp_path / "mask.png")
+        args += ["--mask", str(tmp_path / "mask.png")]
+    assert _tool("sample").main(args) == 0
+    assert Image.open(tmp_path / "out" / "00000.png").size == (16, 16)
+
+
+def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
+    run_dir, export_dir = trained("ddp")
+    out = tmp_path / "via_cli"
+    assert _tool("export_hf").main([str(run_dir), str(out), "--cfg", "3.0", "--top-k", "0"]) == 0
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["cfg_scale"] == 3.0 and generation["top_k"] == 0
+    assert SRDDPipeline.from_pretrained(out).sampling.cfg_scale == 3.0
+    result = validation_loss(export_dir, train_assets["heldout"], batch_size=4)
+    assert result["images"] == 16
+    scales = [result[f"loss/scale_{k}"] for k in range(4)]
+    assert all(0 < value < 10 for value in scales)
+    # token weighting: the overall mean is the token-weighted mean of the per-scale losses
+    sizes = [p * p for p in result["patch_nums"]]
+    weighted = sum(s * n for s, n in zip(scales, sizes)) / sum(sizes)
+    assert result["loss/mean"] == pytest.approx(weighted, rel=1e-5)
+    assert 0 <= result["acc/mean"] <= 1
