@@ -9,6 +9,7 @@ back from pixels. The ``heldout`` split contains only colour x shape pairs (``HE
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -126,10 +127,12 @@ class ShapeSample:
     attrs: dict
 
 
+@functools.lru_cache(maxsize=None)
 def unit_outline(shape: str, points: int = 64) -> np.ndarray:
-    """Outline of ``shape`` as float array (N, 2), scaled so its bounding box is exactly [-1, 1]^2.
+    """Outline of ``shape`` as read-only float array (N, 2), scaled so its bounding box is [-1, 1]^2.
 
-    Shared by the generator and the analyser so that templates match drawn shapes exactly.
+    Shared by the generator and the analyser so that templates match drawn shapes exactly; cached
+    because the analyser draws thousands of templates.
     """
     if shape == "circle":
         angles = np.linspace(0.0, 2 * math.pi, points, endpoint=False)
@@ -157,12 +160,17 @@ def unit_outline(shape: str, points: int = 64) -> np.ndarray:
     else:
         raise ValueError(f"Unknown shape {shape!r}; expected one of {list(SHAPES)}")
     low, high = outline.min(axis=0), outline.max(axis=0)
-    return (outline - low) / (high - low) * 2.0 - 1.0
+    outline = (outline - low) / (high - low) * 2.0 - 1.0
+    outline.setflags(write=False)
+    return outline
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float],
-               fill: tuple[int, int, int]) -> None:
-    """Fill ``shape`` stretched to the pixel bounding box ``box = (x0, y0, x1, y1)``."""
+               fill: tuple[int, int, int] | int) -> None:
+    """Fill ``shape`` stretched to the pixel bounding box ``box = (x0, y0, x1, y1)``.
+
+    ``fill`` is an RGB tuple for the generator, or an int when the analyser draws grey templates.
+    """
     x0, y0, x1, y1 = box
     outline = unit_outline(shape)
     xs = x0 + (outline[:, 0] + 1.0) * 0.5 * (x1 - x0)
