@@ -4,14 +4,18 @@ sampling images/s and peak memory for markovian vs block_causal, in one run. Pri
 
 Defaults depend on the device: on CPU a small schedule and tiny depths (whole run < 2 min on 2 cores);
 on CUDA VAR's 256 px schedule, d12/d16, bf16 autocast. Weights and inputs are random (speed only).
-Peak memory is torch.cuda.max_memory_allocated on CUDA, and the process's peak RSS (VmHWM, reset per
-measurement through /proc/self/clear_refs) minus the RSS before the measurement on CPU.
+Peak memory covers building the model, optimizer state, warmup and the timed iterations: on CUDA
+torch.cuda.max_memory_allocated minus what was allocated before; on CPU each measurement runs in a fresh
+subprocess (freed memory stays in the allocator, so in-process RSS would depend on the order) and reports
+the peak RSS (VmHWM, reset through /proc/self/clear_refs) minus the RSS before the model was built.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,10 +46,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--text-len", type=int, default=32, help="caption tokens per image (random states)")
     parser.add_argument("--text-dim", type=int, default=384, help="text encoder width (MiniLM: 384)")
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=10 if cuda else 3, help="timed iterations per setting")
+    parser.add_argument("--steps", type=int, default=10 if cuda else 2, help="timed iterations per setting")
     parser.add_argument("--warmup", type=int, default=3 if cuda else 1)
     parser.add_argument("--sample-depth", type=int, default=None, help="depth for the sampling bench (default: last)")
     parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_model-<utc time>.json)")
+    parser.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: one 'kind:depth:mask' (CPU)
     return parser.parse_args()
 
 
@@ -93,6 +98,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn, args, device: torch.device) -> float:
+    """Seconds for args.steps calls of fn after args.warmup untimed ones."""
+    for _ in range(args.warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:
     torch.manual_seed(0)
     model = build_model(ModelConfig(depth=depth, mask=mask), args.patch_nums, args.vocab_size,
@@ -114,22 +131,13 @@ def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:
         loss.backward()
         optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    with PeakMemory(device) as memory:
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        _sync(device)
-        elapsed = time.perf_counter() - start
+    elapsed = timed(step, args, device)
     flops = flops_per_image(model.cfg, args.patch_nums, mask, args.text_len, True, args.vocab_size,
                             tokenizer.latent_dim, args.text_dim)
     return {
         "kind": "train", "depth": depth, "mask": mask, "params": sum(p.numel() for p in model.parameters()),
         "tokens_per_s": args.batch_size * seq_len * args.steps / elapsed,
         "step_s": elapsed / args.steps, "tflops_per_s": flops * args.batch_size * args.steps / elapsed / 1e12,
-        "peak_mib": memory.mib,
     }
 
 
@@ -147,33 +155,51 @@ def bench_sampling(args, tokenizer, device, depth: int, mask: str) -> dict:
             sample(model, tokenizer, text_states=text_states, cfg=cfg,
                    generator=torch.Generator(device=device).manual_seed(0))
 
-    for _ in range(args.warmup):
-        run()
-    with PeakMemory(device) as memory:
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            run()
-        _sync(device)
-        elapsed = time.perf_counter() - start
+    elapsed = timed(run, args, device)
     return {"kind": "sample", "depth": depth, "mask": mask, "images_per_s": args.batch_size * args.steps / elapsed,
-            "batch_s": elapsed / args.steps, "peak_mib": memory.mib}
+            "batch_s": elapsed / args.steps}
+
+
+def make_tokenizer(args, device: torch.device):
+    """A random tokenizer of the right grid: only its codebook/Phi (teacher inputs, next_scale_input) run."""
+    latent = args.patch_nums[-1]
+    if device.type == "cuda":
+        cfg = TokenizerConfig(patch_nums=args.patch_nums, vocab_size=args.vocab_size, image_size=16 * latent)
+    else:
+        cfg = TokenizerConfig(image_size=4 * latent, ch=8, ch_mult=(1, 1, 2), num_res_blocks=1,
+                              vocab_size=args.vocab_size, patch_nums=args.patch_nums, norm_groups=4)
+    return build_tokenizer(cfg).to(device).eval()
+
+
+def run_job(args, tokenizer, device: torch.device, kind: str, depth: int, mask: str) -> dict:
+    bench = bench_training if kind == "train" else bench_sampling
+    with PeakMemory(device) as memory:
+        result = bench(args, tokenizer, device, depth, mask)
+    return {**result, "peak_mib": memory.mib}
+
+
+def run_in_subprocess(job: tuple[str, int, str]) -> dict:
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--job", ":".join(map(str, job))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench job {job} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     args = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    latent = args.patch_nums[-1]
-    # A tokenizer of the right grid: only its codebook/Phi (teacher inputs, next_scale_input) are exercised.
-    tok_cfg = (TokenizerConfig(patch_nums=args.patch_nums, vocab_size=args.vocab_size, image_size=16 * latent)
-               if device.type == "cuda" else
-               TokenizerConfig(image_size=4 * latent, ch=8, ch_mult=(1, 1, 2), num_res_blocks=1,
-                               vocab_size=args.vocab_size, patch_nums=args.patch_nums, norm_groups=4))
-    tokenizer = build_tokenizer(tok_cfg).to(device).eval()
-
-    results = [bench_training(args, tokenizer, device, d, m) for d in args.depths for m in MASKS]
-    sample_depth = args.sample_depth or args.depths[-1]
-    results += [bench_sampling(args, tokenizer, device, sample_depth, m) for m in ("markovian", "block_causal")]
+    jobs = [("train", d, m) for d in args.depths for m in MASKS]
+    jobs += [("sample", args.sample_depth or args.depths[-1], m) for m in ("markovian", "block_causal")]
+    if args.job is not None:  # child process of a CPU run: one measurement, printed as JSON
+        kind, depth, mask = args.job.split(":")
+        print(json.dumps(run_job(args, make_tokenizer(args, device), device, kind, int(depth), mask)))
+        return
+    if device.type == "cuda":
+        tokenizer = make_tokenizer(args, device)
+        results = [run_job(args, tokenizer, device, *job) for job in jobs]
+    else:
+        results = [run_in_subprocess(job) for job in jobs]
 
     print(f"device={device} patch_nums={list(args.patch_nums)} batch={args.batch_size} text_len={args.text_len}")
     print(f"{'kind':<7}{'depth':>6}  {'mask':<15}{'throughput':>22}{'TFLOP/s':>10}{'peak MiB':>11}")
