@@ -37,11 +37,22 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in MASKS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mask mode(s) {unknown}; expected some of {', '.join(MASKS)}")
+    return names
+
+
 def parse_args() -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", type=_ints, default=_ints("12,16" if cuda else "2,4"))
     parser.add_argument("--patch-nums", type=_ints, default=_ints(VAR_256 if cuda else "1,2,3,4,6,8"))
+    parser.add_argument("--masks", type=_names, default=MASKS, help="mask modes for the training bench")
+    parser.add_argument("--sample-masks", type=_names, default=("markovian", "block_causal"),
+                        help="mask modes for the sampling bench")
     parser.add_argument("--batch-size", type=int, default=32 if cuda else 8, help="training and sampling batch")
     parser.add_argument("--text-len", type=int, default=32, help="caption tokens per image (random states)")
     parser.add_argument("--text-dim", type=int, default=384, help="text encoder width (MiniLM: 384)")
@@ -189,8 +200,8 @@ def run_in_subprocess(job: tuple[str, int, str]) -> dict:
 def main() -> None:
     args = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    jobs = [("train", d, m) for d in args.depths for m in MASKS]
-    jobs += [("sample", args.sample_depth or args.depths[-1], m) for m in ("markovian", "block_causal")]
+    jobs = [("train", d, m) for d in args.depths for m in args.masks]
+    jobs += [("sample", args.sample_depth or args.depths[-1], m) for m in args.sample_masks]
     if args.job is not None:  # child process of a CPU run: one measurement, printed as JSON
         kind, depth, mask = args.job.split(":")
         print(json.dumps(run_job(args, make_tokenizer(args, device), device, kind, int(depth), mask)))
