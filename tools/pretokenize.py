@@ -20,20 +20,23 @@ from pathlib import Path
 
 import torch
 
-from srdd_scale.config import ConfigError, add_config_args, config_from_args
+from srdd_scale.config import ConfigError, add_config_args, config_from_args, load_config
 from srdd_scale.data.mds import COMPLETE_FILE
 from srdd_scale.data.pretokenize import PretokenizeConfig, merge_parts, part_dir, pretokenize_part
 from srdd_scale.data.sources import iter_captions, list_inputs, resolve_source
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
-from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
+from srdd_scale.tokenizer import load_tokenizer
+from srdd_scale.tokenizer.config import TokenizerRunConfig
+from srdd_scale.tokenizer.train import train_tokenizer
 from srdd_scale.utils.logging import get_logger
 
 log = get_logger("pretokenize")
 
-DEFAULT_TOKENIZER_DIR = Path("artifacts/tokenizer/shapes-small")
-# A CPU-sized tokenizer for the synthetic shapes: 64 px -> 8x8 latent, 6 scales, 204 tokens per image.
-SMALL_TOKENIZER = TokenizerConfig(image_size=64, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, latent_dim=16,
-                                  vocab_size=1024, patch_nums=(1, 2, 3, 4, 6, 8), norm_groups=8)
+REPO = Path(__file__).resolve().parents[1]
+# The no-argument run's image tokenizer: trained once with configs/tokenizer/shapes_64.yaml, then reused.
+DEFAULT_TOKENIZER_RUN = Path("artifacts/tokenizer/shapes_64")
+DEFAULT_TOKENIZER_DIR = DEFAULT_TOKENIZER_RUN / "tokenizer"
+SHAPES_TOKENIZER_YAML = REPO / "configs" / "tokenizer" / "shapes_64.yaml"
 CAPTIONS_FOR_SPM = 2000
 
 
@@ -47,18 +50,23 @@ def default_shards() -> tuple[int, int]:
     return 1, 0
 
 
-def image_tokenizer_for(cfg: PretokenizeConfig):
-    """``tokenizer.checkpoint`` when given; else the default small tokenizer (created once if absent)."""
+def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards: int):
+    """``tokenizer.checkpoint`` when given; else the default shapes tokenizer, trained first if absent."""
     if cfg.tokenizer.checkpoint:
         return load_tokenizer(cfg.tokenizer.checkpoint)
-    if (DEFAULT_TOKENIZER_DIR / "tokenizer_config.json").is_file():
-        return load_tokenizer(DEFAULT_TOKENIZER_DIR)
-    log.warning("no tokenizer.checkpoint and nothing at %s: creating an untrained small tokenizer there "
-                "(codes are valid but carry little image information; train one with tools/train_tokenizer.py)",
-                DEFAULT_TOKENIZER_DIR)
-    tokenizer = build_tokenizer(dataclasses.replace(SMALL_TOKENIZER, image_size=cfg.data.image_size))
-    save_tokenizer(tokenizer, DEFAULT_TOKENIZER_DIR)
-    return tokenizer
+    if not (DEFAULT_TOKENIZER_DIR / "tokenizer_config.json").is_file():
+        if num_shards > 1:  # every part would train its own
+            raise ConfigError(
+                f"no tokenizer.checkpoint and no tokenizer at {DEFAULT_TOKENIZER_DIR}: train one first "
+                f"(python tools/train_tokenizer.py {SHAPES_TOKENIZER_YAML.relative_to(REPO)} --output "
+                f"{DEFAULT_TOKENIZER_RUN}) or pass tokenizer.checkpoint=PATH"
+            )
+        log.info("no tokenizer.checkpoint: training the small shapes tokenizer for %.1f min into %s "
+                 "(--tokenizer-minutes; reused by later runs)", train_minutes, DEFAULT_TOKENIZER_RUN)
+        run_cfg = load_config([SHAPES_TOKENIZER_YAML], [f"tokenizer_train.max_minutes={train_minutes}",
+                                                        f"data.seed={cfg.data.seed}"], cls=TokenizerRunConfig)
+        train_tokenizer(run_cfg, DEFAULT_TOKENIZER_RUN)
+    return load_tokenizer(DEFAULT_TOKENIZER_DIR)
 
 
 def text_tokenizer_for(cfg: PretokenizeConfig):
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-index", type=int, help="this part (default: SLURM array task / torchrun rank)")
     parser.add_argument("--device", default="auto", help="tokenizer device: cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--merge", action="store_true", help="only merge complete parts into one index")
+    parser.add_argument("--tokenizer-minutes", type=float, default=5.0,
+                        help="training budget of the default shapes tokenizer when none exists yet")
     args = parser.parse_args(argv)
     if args.input:
         args.config_args.append(f"data.input={args.input}")
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        image_tokenizer = image_tokenizer_for(cfg)
+        image_tokenizer = image_tokenizer_for(cfg, args.tokenizer_minutes, num_shards)
         text_tokenizer = text_tokenizer_for(cfg)
     except (ConfigError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")

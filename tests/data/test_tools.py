@@ -21,9 +21,11 @@ def _tool(name):
     return module
 
 
-def test_no_argument_default_writes_synthetic_train_and_heldout(tmp_path, monkeypatch, capsys):
+def test_no_argument_default_writes_synthetic_train_and_heldout(tmp_path, monkeypatch, capsys, image_tokenizer):
     monkeypatch.chdir(tmp_path)
     tool = _tool("pretokenize")
+    # The default tokenizer exists (training it is the tokenizer package's job, tested there): it is reused.
+    save_tokenizer(image_tokenizer, tool.DEFAULT_TOKENIZER_DIR)
     assert tool.main(["data.synthetic_train_samples=12", "data.synthetic_heldout_samples=4",
                       "data.decode_workers=0"]) == 0
     out = capsys.readouterr().out
@@ -32,12 +34,19 @@ def test_no_argument_default_writes_synthetic_train_and_heldout(tmp_path, monkey
         assert f"{split}: {count} samples, meta.json and stats.json in {folder}" in out
         assert len(StreamingDataset(local=str(folder), shuffle=False)) == count
         assert json.loads((folder / "stats.json").read_text())["written"] == count
-    assert (tmp_path / "artifacts" / "tokenizer" / "shapes-small" / "tokenizer.safetensors").is_file()
+    assert json.loads((folder / "meta.json").read_text())["tokenizer_identity"] == image_tokenizer.identity()
     assert (tmp_path / "artifacts" / "text" / "shapes_spm.model").is_file()
     # A second run finds every part complete and reuses the tokenizers it created.
     assert tool.main(["data.synthetic_train_samples=12", "data.synthetic_heldout_samples=4",
                       "data.decode_workers=0"]) == 0
     assert "train: 12 samples" in capsys.readouterr().out
+
+
+def test_parts_without_a_tokenizer_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tool = _tool("pretokenize")
+    with pytest.raises(SystemExit, match="no tokenizer.checkpoint and no tokenizer at .*train one first"):
+        tool.main(["--num-shards", "2", "--shard-index", "1"])
 
 
 def test_input_folder_with_checkpoint_and_parts(tmp_path, monkeypatch, capsys, image_tokenizer, text_cfg):
