@@ -72,7 +72,9 @@ forward() {  # pass the stop signal on to every task; the trainer checkpoints an
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
-srun --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$PYTHON" tools/train.py "${TRAIN_ARGS[@]}" &
+# Tasks end at slightly different times after a stop signal (rank 0 finishes writing last); --kill-on-bad-exit
+# would cut the others short, so instead srun ends stragglers 120 s after the first task exits (also after a crash).
+srun --kill-on-bad-exit=0 --wait=120 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$PYTHON" tools/train.py "${TRAIN_ARGS[@]}" &
 srun_pid=$!
 # `wait` returns early when a trapped signal arrives; wait again until srun itself has ended.
 wait "$srun_pid"
