@@ -1,0 +1,1 @@
+"""Derived numbers and comparisons on top of the model/train packages: scaling guide, mask comparison, benchmarks."""
