@@ -33,7 +33,7 @@ class DataConfig:
     # --- reading shards (srdd_scale.data.loader)
     train_path: str = "data/shapes/train"  # MDS folder (or remote URI such as s3://...) streamed for training
     heldout_path: str = "data/shapes/heldout"  # MDS folder for evaluation ("" when there is none)
-    cache_dir: str = ""  # local cache for remote shards ("": a folder under the system temp dir)
+    cache_dir: str = ""  # local cache for remote shards; set it to also copy local/shared-filesystem shards there
     shuffle: bool = True  # shuffle training samples (seeded by the train seed)
     shuffle_block_size: int = 0  # streaming's shuffle block size (0: streaming's default)
     num_workers: int = 2  # DataLoader workers reading shards

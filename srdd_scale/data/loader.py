@@ -87,16 +87,18 @@ def split_path(data_cfg: DataConfig, split: str) -> str:
 
 
 def _local_and_remote(data_cfg: DataConfig, path: str) -> tuple[str, str | None]:
-    """A local folder is read in place; a remote URI is cached in a folder unique to that URI."""
-    if "://" not in path:
-        if not (Path(path) / "index.json").is_file():
-            raise FileNotFoundError(
-                f"{path}: no index.json; write shards there first with "
-                f"`python tools/pretokenize.py --output {path}`"
-            )
+    """A local folder is read in place, unless ``cache_dir`` is set: then it is treated like a remote
+    (e.g. a shared filesystem) and copied into a cache folder unique to that path, as remote URIs are."""
+    remote = "://" in path or bool(data_cfg.cache_dir)
+    if "://" not in path and not (Path(path) / "index.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: no index.json; write shards there first with `python tools/pretokenize.py --output {path}`"
+        )
+    if not remote:
         return path, None
     root = data_cfg.cache_dir or os.path.join(tempfile.gettempdir(), "srdd_scale_mds")
-    return os.path.join(root, hashlib.sha256(path.encode()).hexdigest()[:16]), path
+    source = path if "://" in path else str(Path(path).resolve())
+    return os.path.join(root, hashlib.sha256(source.encode()).hexdigest()[:16]), source
 
 
 def _fetch_meta(local: str, remote: str | None) -> None:

@@ -1,3 +1,4 @@
+import dataclasses
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -69,6 +70,17 @@ def test_state_dict_resumes_exactly(shapes_shards, image_tokenizer, text_tokeniz
     assert len(seen) + len(rest) == len(full) == 6
     for got, want in zip(seen + rest, full):
         assert torch.equal(got["codes"], want["codes"]) and torch.equal(got["text_ids"], want["text_ids"])
+
+
+def test_cache_dir_copies_shards_and_reads_the_same_batches(tmp_path, shapes_shards, image_tokenizer,
+                                                           text_tokenizer):
+    expected = tokenizer_meta(image_tokenizer, text_tokenizer)
+    direct = _all(build_dataloader(_cfg(shapes_shards), "train", 4, seed=3, expected_meta=expected))
+    cached_cfg = dataclasses.replace(_cfg(shapes_shards), cache_dir=str(tmp_path / "cache"))
+    cached = _all(build_dataloader(cached_cfg, "train", 4, seed=3, expected_meta=expected))
+    assert [b["codes"].tolist() for b in cached] == [b["codes"].tolist() for b in direct]
+    (copy,) = list((tmp_path / "cache").iterdir())
+    assert (copy / "meta.json").is_file() and list(copy.rglob("shard.*.mds"))
 
 
 def test_foreign_tokenizer_shards_are_refused(shapes_shards, image_tokenizer, other_image_tokenizer,

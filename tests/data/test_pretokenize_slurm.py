@@ -21,7 +21,7 @@ def test_array_parts_then_merge(tmp_path, image_tokenizer, text_cfg):
     checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
     env = dict(os.environ, PYTHON=sys.executable, PRETOKENIZE_LOGS=str(tmp_path / "logs"), TMPDIR=str(tmp_path))
     submitted = subprocess.run(
-        [str(ROOT / "slurm" / "pretokenize_array.sh"), "3", "--output", str(tmp_path / "train"),
+        [str(ROOT / "slurm" / "pretokenize_array.sh"), "2", "--output", str(tmp_path / "train"),
          "--heldout-output", str(tmp_path / "heldout"), f"tokenizer.checkpoint={checkpoint}",
          f"text.tokenizer={text_cfg.tokenizer}", "data.synthetic_train_samples=12",
          "data.synthetic_heldout_samples=6", "data.decode_workers=0"],
@@ -37,4 +37,4 @@ def test_array_parts_then_merge(tmp_path, image_tokenizer, text_cfg):
     for split, count in (("train", 12), ("heldout", 6)):
         dataset = StreamingDataset(local=str(tmp_path / split), shuffle=False)
         assert sorted(dataset[i]["key"] for i in range(len(dataset))) == [f"{split}/{i:08d}" for i in range(count)]
-        assert len(list((tmp_path / split).glob("part-*-of-00003"))) == 3
+        assert len(list((tmp_path / split).glob("part-*-of-00002"))) == 2
