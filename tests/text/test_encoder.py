@@ -69,3 +69,20 @@ def test_minilm_encodes_offline_and_ignores_padding():
     torch.testing.assert_close(out[0, :n], alone[0, :n], rtol=1e-4, atol=1e-4)
     # Different captions give different states (a real pretrained encoder, not zeros).
     assert (out[0, 0] - out[1, 0]).abs().max() > 1e-2
+
+
+def test_t5_folder_loads_as_encoder_only_and_matches(tmp_path, spm_model, shapes_captions):
+    """An HF T5 folder (here the tiny T5 saved with its tokenizer) loads through T5EncoderModel + AutoTokenizer."""
+    cfg = dataclasses.replace(TINY, tokenizer=str(spm_model))
+    tiny = FrozenTextEncoder(cfg)
+    tiny.model.save_pretrained(tmp_path / "t5")
+    load_text_tokenizer(cfg).to_hf_tokenizer().save_pretrained(tmp_path / "t5")
+    folder_cfg = dataclasses.replace(cfg, tokenizer=str(tmp_path / "t5"), encoder=str(tmp_path / "t5"))
+    hf_tok = load_text_tokenizer(folder_cfg)
+    assert hf_tok.kind == "hf"
+    spm_ids, spm_mask = _batch(load_text_tokenizer(cfg), shapes_captions[:3])
+    ids, mask = _batch(hf_tok, shapes_captions[:3])
+    assert torch.equal(ids, spm_ids) and torch.equal(mask, spm_mask)
+    loaded = FrozenTextEncoder(folder_cfg)
+    assert type(loaded.model).__name__ == "T5EncoderModel" and loaded.dim == 32
+    torch.testing.assert_close(loaded(ids, mask), tiny(ids, mask), rtol=0, atol=1e-6)
