@@ -40,6 +40,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # save every N steps (plus at the end and on a stop signal; 0: only those)
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from the newest complete checkpoint in the run dir
+    init_from: str = ""  # exported folder (tools/export_hf.py) whose weights start the run; "" = fresh init
     eval_every: int = 0  # held-out eval loss every N steps (0 disables)
     eval_batches: int = 4  # micro-batches per rank in each eval
     sample_every: int = 0  # sample grid for sample_prompts every N steps (0 disables)

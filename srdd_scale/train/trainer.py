@@ -60,6 +60,10 @@ class Trainer:
         self.task = SRDDTask(cfg, device)
         torch.manual_seed(train.seed)  # identical initial weights on every rank and for every backend
         model = self.task.build_model()
+        if train.init_from:  # fine-tuning / scale distillation; a resume below still overrides these weights
+            from srdd_scale.export.importing import load_exported_weights
+
+            load_exported_weights(model, train.init_from)
         self.backend = build_backend(model, lr_at(train, 0), env, device, train, cfg.parallel, self.plan,
                                      self.run_dir)
         self.ema = EMA(self.backend.module, train.ema_decay) if train.ema_decay else None
@@ -87,6 +91,10 @@ class Trainer:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
+    def rng_isolated(self) -> contextlib.AbstractContextManager:
+        """Eval and sampling must not advance the training RNG streams, or resumed runs would diverge."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+
     def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         """Mean of each value over ranks, in one collective."""
         keys = sorted(values)
@@ -104,14 +112,13 @@ class Trainer:
         return torch.rand(self.plan.micro_batch_size, generator=generator) < prob
 
     def _micro_batches(self):
-        """Endless full micro-batches; the short tail a rank gets at an epoch end is skipped (fixed global batch)."""
+        """Endless micro-batches (the loader drops each epoch's short tail, so the global batch stays fixed)."""
         empty_epochs = 0
         while True:
             yielded = False
-            for batch in self.train_loader:
-                if batch["codes"].shape[0] == self.plan.micro_batch_size:
-                    yielded = True
-                    yield batch
+            for batch in self._epoch():
+                yielded = True
+                yield batch
             empty_epochs = 0 if yielded else empty_epochs + 1
             if empty_epochs > 1:
                 raise RuntimeError(
@@ -119,6 +126,19 @@ class Trainer:
                     f"{self.plan.micro_batch_size} samples per rank on {self.env.world_size} ranks: write more "
                     f"samples or lower train.global_batch_size"
                 )
+
+    def _epoch(self):
+        """One pass over the training loader that leaves the training RNG untouched.
+
+        Starting a DataLoader iterator draws its base seed from the global torch RNG; after a resume that draw
+        would shift the drop-path stream, so it happens inside ``rng_isolated``.
+        """
+        iterator = iter(self.train_loader)
+        with self.rng_isolated():
+            batch = next(iterator, None)
+        while batch is not None:
+            yield batch
+            batch = next(iterator, None)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
@@ -162,7 +182,7 @@ class Trainer:
             self.ema.load_state_dict(extra["ema"])
         shared = ckpt.load_rank_state(folder, 0)  # loader state is global: identical in every rank's file
         own = ckpt.load_rank_state(folder, self.env.rank)
-        self.train_loader.load_state_dict(shared["loader"])
+        self.train_loader.load_state_dict(shared["loader"])  # streaming resumes mid-epoch, on any world size
         if own is not None and meta.world_size == self.env.world_size:
             ckpt.set_rng_state(own["rng"])
         else:  # a different world size: fresh per-rank streams, still a function of (seed, rank, step)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from srdd_scale.data.preprocess import image_to_tensor
 from srdd_scale.data.shapes import iter_shapes
 from srdd_scale.data.loader import release_stale_shared_memory
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
+from srdd_scale.train.checkpoint import complete_checkpoints
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, flatten_codes, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +110,13 @@ class Ranks:
         codes = [p.wait(timeout=timeout) for p in self.procs]
         return codes
 
+    def wait_for_checkpoint(self, output_dir: Path, timeout: float = 240) -> None:
+        """Poll until the first complete checkpoint of the run under ``output_dir`` appears."""
+        deadline = time.time() + timeout
+        while not any(complete_checkpoints(d) for d in output_dir.glob("run-*/checkpoints")):
+            assert time.time() < deadline and all(p.poll() is None for p in self.procs), self.output()
+            time.sleep(0.02)
+
     def output(self) -> str:
         return "\n".join(f"--- rank {r}\n{p.read_text()[-6000:]}" for r, p in enumerate(self.logs))
 
@@ -124,7 +133,18 @@ def run_tmp(tmp_path):
     release_stale_shared_memory()
 
 
+def only_run_dir(output_dir: Path) -> Path:
+    (run_dir,) = output_dir.glob("run-*")
+    return run_dir
+
+
 def launch_ok(overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[str, ...] = ()) -> None:
     ranks = Ranks(overrides, tmpdir, world, args)
     codes = ranks.wait()
     assert codes == [0] * world, ranks.output()
+
+
+@pytest.fixture(scope="session")
+def trainer_launch() -> SimpleNamespace:
+    """The helpers above for test modules (importlib mode: tests cannot import conftest)."""
+    return SimpleNamespace(Ranks=Ranks, base_overrides=base_overrides, launch_ok=launch_ok, only_run_dir=only_run_dir)

@@ -17,6 +17,12 @@ class EvalLoss(Callback):
         every = trainer.cfg.train.eval_every
         if not every or (report.step % every and report.step != trainer.cfg.train.total_steps):
             return
+        with trainer.rng_isolated():
+            means = self._evaluate(trainer)
+        report.metrics.update({f"eval/{k.replace('/mean', '').replace('/', '_')}": v for k, v in means.items()})
+        report.log = True
+
+    def _evaluate(self, trainer) -> dict[str, float]:
         trainer.backend.model.eval()
         sums: dict[str, float] = {}
         batches = 0
@@ -29,6 +35,4 @@ class EvalLoss(Callback):
                 if batches == trainer.cfg.train.eval_batches:
                     break
         trainer.backend.model.train()
-        means = trainer.all_reduce_mean({k: v / max(1, batches) for k, v in sums.items()})
-        report.metrics.update({f"eval/{k.replace('/mean', '').replace('/', '_')}": v for k, v in means.items()})
-        report.log = True
+        return trainer.all_reduce_mean({k: v / max(1, batches) for k, v in sums.items()})

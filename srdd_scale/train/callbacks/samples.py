@@ -41,7 +41,8 @@ class SampleGrid(Callback):
         state = trainer.backend.full_state_dict()  # collective: every rank takes part
         if not self.enabled:
             return
-        report.media["samples"] = str(self._sample_to_png(trainer, state, report.step))
+        with trainer.rng_isolated():
+            report.media["samples"] = str(self._sample_to_png(trainer, state, report.step))
         report.log = True
 
     @torch.no_grad()
