@@ -69,10 +69,13 @@ def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards
     return load_tokenizer(DEFAULT_TOKENIZER_DIR)
 
 
-def text_tokenizer_for(cfg: PretokenizeConfig):
+def text_tokenizer_for(cfg: PretokenizeConfig, num_shards: int):
     """``text.tokenizer``; the default sentencepiece model is trained on shapes captions if missing."""
     default = TextConfig().tokenizer
     if cfg.text.tokenizer == default and not Path(default).exists() and resolve_source(cfg.data) == "synthetic":
+        if num_shards > 1:  # every part would train its own
+            raise ConfigError(f"text.tokenizer={default} does not exist: create it first (python "
+                              f"tools/train_text_tokenizer.py --output {Path(default).with_suffix('')})")
         captions = iter_captions(dataclasses.replace(cfg.data, image_size=16), limit=CAPTIONS_FOR_SPM)
         path = train_sentencepiece(captions, Path(default).with_suffix(""), cfg.text.vocab_size, seed=cfg.data.seed)
         log.info("trained a sentencepiece caption tokenizer on %d shapes captions: %s", CAPTIONS_FOR_SPM, path)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         image_tokenizer = image_tokenizer_for(cfg, args.tokenizer_minutes, num_shards)
-        text_tokenizer = text_tokenizer_for(cfg)
+        text_tokenizer = text_tokenizer_for(cfg, num_shards)
     except (ConfigError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if image_tokenizer.image_size != cfg.data.image_size:

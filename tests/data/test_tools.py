@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,3 +109,20 @@ def test_train_text_tokenizer_tool(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     tok = load_text_tokenizer(TextConfig(tokenizer=str(tmp_path / "spm.model")))
     assert 0 < tok.vocab_size <= 96
+
+
+@pytest.mark.world_size(2)
+def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, text_cfg):
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    env = dict(os.environ, TMPDIR=str(tmp_path), OMP_NUM_THREADS="1")
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+         str(TOOLS / "pretokenize.py"), "--output", str(tmp_path / "train"), "--heldout-output",
+         str(tmp_path / "heldout"), f"tokenizer.checkpoint={checkpoint}", f"text.tokenizer={text_cfg.tokenizer}",
+         "data.synthetic_train_samples=10", "data.synthetic_heldout_samples=4", "data.decode_workers=0"],
+        env=env, check=True, capture_output=True, text=True, timeout=300,
+    )
+    for split, count in (("train", 10), ("heldout", 4)):
+        assert len(list((tmp_path / split).glob("part-*-of-00002/COMPLETE"))) == 2
+        assert json.loads((tmp_path / split / "stats.json").read_text())["written"] == count
+        assert len(StreamingDataset(local=str(tmp_path / split), shuffle=False)) == count
