@@ -33,7 +33,8 @@ def train_run(assets: dict[str, str], root: Path, backend: str) -> Path:
     overrides = train_helpers.base_overrides(assets, output, backend, **{
         "train.total_steps": 2, "train.checkpoint_every": 2, "train.eval_every": 0, **BACKENDS[backend]})
     train_helpers.launch_ok(overrides, root)
-    return train_helpers.only_run_dir(output)
+    (run_dir,) = output.glob("run-*")
+    return run_dir
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +45,7 @@ def trained(train_assets, tmp_path_factory):
     def get(backend: str) -> tuple[Path, Path]:
         if backend not in cache:
             root = tmp_path_factory.mktemp(f"run_{backend}")
+            train_helpers.release_stale_shared_memory()  # streaming's prefixes leaked by earlier killed jobs
             try:
                 run_dir = train_run(train_assets, root, backend)
             finally:

@@ -119,3 +119,36 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     weighted = sum(s * n for s, n in zip(scales, sizes)) / sum(sizes)
     assert result["loss/mean"] == pytest.approx(weighted, rel=1e-5)
     assert 0 <= result["acc/mean"] <= 1
+
+
+def test_train_init_from_export_on_a_reduced_schedule(trained, train_assets, tmp_path):
+    """Scale distillation's first step: shards re-pretokenized on 1,4,8 and a run started from the 1,2,4,8 export."""
+    import importlib.util as util
+
+    from srdd_scale.export.checkpoints import read_model_state, resolve_checkpoint
+    from srdd_scale.text import TextConfig, load_text_tokenizer
+    from srdd_scale.tokenizer import load_tokenizer
+
+    spec = util.spec_from_file_location("train_helpers", ROOT / "tests" / "train" / "conftest.py")
+    helpers = util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    _, export_dir = trained("ddp")
+    reduced = (1, 4, 8)
+    tokenizer = load_tokenizer(train_assets["tokenizer"], patch_nums=reduced)
+    text_tokenizer = load_text_tokenizer(TextConfig(tokenizer=train_assets["spm"], max_length=16, vocab_size=96))
+    helpers._write_split(tmp_path / "train_148", "train", 16, tokenizer, text_tokenizer)
+    output = tmp_path / "runs"
+    # a vanishing learning rate: after one step the weights are still the remapped export's
+    overrides = helpers.base_overrides(train_assets, output, "ddp", **{
+        "tokenizer.patch_nums": "[1,4,8]", "data.train_path": str(tmp_path / "train_148"), "data.heldout_path": "",
+        "train.init_from": str(export_dir), "train.total_steps": 1, "train.base_lr": 1e-12,
+        "train.checkpoint_every": 1, "train.warmup_steps": 0})
+    helpers.launch_ok(overrides, tmp_path, world=1)
+    (run_dir,) = output.glob("run-*")
+    full = SRDDPipeline.from_pretrained(export_dir).model
+    expected = build_model(full.cfg, reduced, full.vocab_size, full.latent_dim, full.text_dim)
+    load_exported_weights(expected, export_dir)
+    _, folder = resolve_checkpoint(run_dir)
+    state = read_model_state(folder, expected.state_dict())
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(state[key], value, atol=1e-8, rtol=0, msg=key)
