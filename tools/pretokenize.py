@@ -28,6 +28,7 @@ from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
 from srdd_scale.tokenizer import load_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
 from srdd_scale.tokenizer.train import train_tokenizer
+from srdd_scale.utils.dist import device_for, dist_env_from_environ
 from srdd_scale.utils.logging import get_logger
 
 log = get_logger("pretokenize")
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"merged {num_shards} parts of {split}: {stats['written']} samples in {folder.resolve()}")
         return 0
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    # auto: this rank's local GPU under torchrun (cuda:LOCAL_RANK), the task's GPU under SLURM, else the CPU.
+    device = device_for(dist_env_from_environ()) if args.device == "auto" else torch.device(args.device)
     try:
         image_tokenizer = image_tokenizer_for(cfg, args.tokenizer_minutes, num_shards)
         text_tokenizer = text_tokenizer_for(cfg, num_shards)

@@ -43,7 +43,8 @@ class PretokenizeConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # tokenizer.checkpoint picks the weights
+    # Only tokenizer.checkpoint is read: the architecture comes with the checkpoint's weights.
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def validate(self) -> None:
         self.data.validate()
@@ -57,12 +58,11 @@ def part_dir(output: str | Path, shard_index: int, num_shards: int) -> Path:
 def source_meta(cfg: DataConfig, split: str) -> dict:
     """meta.json entries describing what was read and how it was preprocessed."""
     source = resolve_source(cfg)
-    meta = {
+    return {
         "source": f"synthetic:{split}:seed={cfg.seed}" if source == "synthetic" else f"{source}:{cfg.input}",
         "preprocess": {"resize_ratio": cfg.resize_ratio, "min_size": cfg.min_size},
-        "num_classes": shapes.NUM_CLASSES if source == "synthetic" else 0,
+        "num_classes": shapes.NUM_CLASSES if source == "synthetic" else 0,  # class ids: shapes.class_id
     }
-    return meta
 
 
 @dataclass

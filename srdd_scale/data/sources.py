@@ -260,6 +260,7 @@ def iter_refs(cfg: DataConfig, refs: Sequence, split: str = "train", worker: int
         for item in refs[worker::num_workers]:
             yield _folder_sample(item)
     else:
+        # Every worker streams every tar of the part (tar has no index) but decodes only its own samples.
         index = 0
         for path in refs:
             for index, sample in _tar_samples(path, index, worker, num_workers):
