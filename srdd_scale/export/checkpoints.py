@@ -6,6 +6,7 @@ DeepSpeed ZeRO-1/2/3: `deepspeed.utils.zero_to_fp32` merges the fp32 master shar
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -44,7 +45,9 @@ def _fsdp_state(folder: Path, template: dict[str, torch.Tensor]) -> dict[str, to
 
     # Only the "model" entries are requested, so the (larger) optimizer shards are never read.
     state = {"model": {k: torch.empty_like(v, dtype=torch.float32) for k, v in template.items()}}
-    dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER), no_dist=True)
     return state["model"]
 
 

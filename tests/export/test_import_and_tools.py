@@ -119,6 +119,13 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     weighted = sum(s * n for s, n in zip(scales, sizes)) / sum(sizes)
     assert result["loss/mean"] == pytest.approx(weighted, rel=1e-5)
     assert 0 <= result["acc/mean"] <= 1
+    report = tmp_path / "val.json"
+    assert _tool("evaluate").main(["--val-loss", train_assets["heldout"], "--model", str(export_dir),
+                                   "--batch-size", "4", "--out", str(report)]) == 0
+    via_cli = json.loads(report.read_text())["val_loss"]
+    assert via_cli["patch_nums"] == result["patch_nums"]
+    assert {k: v for k, v in via_cli.items() if k.startswith(("loss", "acc"))} == pytest.approx(
+        {k: v for k, v in result.items() if k.startswith(("loss", "acc"))})
 
 
 def test_train_init_from_export_on_a_reduced_schedule(trained, train_assets, tmp_path):
