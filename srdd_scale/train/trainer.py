@@ -111,7 +111,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(int(seed))
         return torch.rand(self.plan.micro_batch_size, generator=generator) < prob
 
-    def _micro_batches(self):
+    def micro_batches(self):
         """Endless micro-batches (the loader drops each epoch's short tail, so the global batch stays fixed)."""
         empty_epochs = 0
         while True:
@@ -214,7 +214,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
 
-    def _train_step(self, batches) -> StepReport:
+    def train_step(self, batches) -> StepReport:
+        """One optimizer step over ``grad_accum_steps`` micro-batches from ``batches`` (see micro_batches())."""
         cfg = self.cfg
         lr = lr_at(cfg.train, self.step)
         self.backend.set_lr(lr)
@@ -266,14 +267,14 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_start(self)
         self.backend.model.train()
-        batches = self._micro_batches()
+        batches = self.micro_batches()
         bar = progress(total=cfg.train.total_steps, initial=self.step,
                        disable=not (self.env.is_main and cfg.logging.progress_bar))
         stopped = None
         last: dict[str, float] = {}
         try:
             while self.step < cfg.train.total_steps:
-                report = self._train_step(batches)
+                report = self.train_step(batches)
                 for callback in self.callbacks:
                     callback.on_step_end(self, report)
                 last = report.metrics

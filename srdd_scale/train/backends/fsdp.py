@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -87,7 +88,10 @@ class FSDPBackend(Backend):
 
     def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
         state = self._state(extra_template)
-        dcp.load(state, checkpoint_id=str(Path(folder) / DCP_FOLDER))
+        try:
+            dcp.load(state, checkpoint_id=str(Path(folder) / DCP_FOLDER))
+        except CheckpointException as err:  # a BaseException: turn it into an ordinary, catchable error
+            raise RuntimeError(f"cannot read the DCP checkpoint in {folder}: {err}") from None
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"])
         return state["extra"]
