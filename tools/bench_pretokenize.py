@@ -56,7 +56,7 @@ def _run(name: str, cfg: PretokenizeConfig, tokenizer_cfg: TokenizerConfig, text
     stats = pretokenize_part(cfg, output, tokenizer, text_tokenizer, device=device)
     result = {"config": name, "image_size": tokenizer.image_size, "tokens_per_image": tokenizer.tokens_per_image,
               "tokenizer_params_M": round(sum(p.numel() for p in tokenizer.parameters()) / 1e6, 2)} | stats
-    print(f"{name}: {stats['written']} images in {stats['seconds']:.1f} s = {stats["images_per_s"]:.2f} images/s "
+    print(f"{name}: {stats['written']} images in {stats['seconds']:.1f} s = {stats['images_per_s']:.2f} images/s "
           f"({tokenizer.image_size}px, {tokenizer.tokens_per_image} tokens, {stats['decode_workers']} decode "
           f"workers, {stats['encode_threads']} encode threads, {device})")
     return result
