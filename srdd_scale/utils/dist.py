@@ -76,9 +76,17 @@ def device_for(env: DistEnv) -> torch.device:
 def init_distributed(timeout_minutes: int = 30) -> DistEnv:
     """Join (or create) the default process group: nccl on CUDA, gloo on CPU; a world of 1 also gets a group.
 
+    Launchers: torchrun (RANK...), plain ``srun`` (SLURM_PROCID...; the master is the first node, the port a
+    function of the job id), submitit (its TorchDistributedEnvironment), or nothing (one process).
+
     A single process still gets a 1-rank group so that one code path (collectives, DCP, DeepSpeed) serves every
     launch mode.
     """
+    if "SUBMITIT_EXECUTOR" in os.environ and "RANK" not in os.environ:
+        # a submitit task (local or SLURM): submitit's helper exports torchrun-style variables for it
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     env = dist_env_from_environ()
     os.environ.setdefault("RANK", str(env.rank))
     os.environ.setdefault("WORLD_SIZE", str(env.world_size))

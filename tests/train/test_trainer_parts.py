@@ -71,3 +71,37 @@ def test_rng_state_round_trips_through_weights_only_load(tmp_path):
     ckpt.set_rng_state(ckpt.load_rank_state(tmp_path, 3)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
     assert ckpt.load_rank_state(tmp_path, 4) is None
+
+
+def test_ranks_come_from_torchrun_else_slurm(monkeypatch):
+    from srdd_scale.utils.dist import dist_env_from_environ
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4(x2)")
+    env = dist_env_from_environ()
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (5, 8, 1, 4)
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert dist_env_from_environ().rank == 2 and dist_env_from_environ().world_size == 4
+
+
+def test_deepspeed_json_is_derived_from_our_config():
+    from srdd_scale.train.backends.base import Backend
+    from srdd_scale.train.backends.deepspeed import deepspeed_config
+    from srdd_scale.utils.dist import DistEnv
+
+    train = TrainConfig(global_batch_size=64, grad_clip=1.5, precision="bf16")
+    parallel = ParallelConfig(backend="deepspeed", zero_stage=3, micro_batch_size=4, offload_optimizer=True,
+                              offload_params=True)
+    backend = Backend(DistEnv(0, 2, 0, 2), torch.device("cpu"), train, parallel, plan_batch(train, parallel, 2))
+    ds = deepspeed_config(backend)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (
+        64, 4, 8)
+    assert ds["gradient_clipping"] == 1.5 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
