@@ -126,3 +126,15 @@ def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, 
         assert len(list((tmp_path / split).glob("part-*-of-00002/COMPLETE"))) == 2
         assert json.loads((tmp_path / split / "stats.json").read_text())["written"] == count
         assert len(StreamingDataset(local=str(tmp_path / split), shuffle=False)) == count
+
+
+def test_bench_pretokenize_smoke(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tool = _tool("bench_pretokenize")
+    assert tool.main(["--small-images", "8", "--var-images", "1", "--batch-size", "4", "--decode-workers", "0",
+                      "--device", "cpu", "--json", str(tmp_path / "bench.json")]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    small, var = report["results"]
+    assert (small["config"], small["written"], small["tokens_per_image"]) == ("small", 8, 130)
+    assert (var["config"], var["written"], var["tokens_per_image"], var["image_size"]) == ("var256", 1, 680, 256)
+    assert small["images_per_s"] > 0 and var["images_per_s"] > 0 and report["machine"]["cpu_count"]
