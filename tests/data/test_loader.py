@@ -43,12 +43,13 @@ def test_batches_are_tensors_matching_the_shards(shapes_shards, image_tokenizer,
 def test_shuffle_is_seeded(shapes_shards, image_tokenizer, text_tokenizer):
     expected = tokenizer_meta(image_tokenizer, text_tokenizer)
 
-    def order(seed):
-        loader = build_dataloader(_cfg(shapes_shards), "train", batch_size=4, seed=seed, expected_meta=expected)
+    def order(seed, workers=0):
+        loader = build_dataloader(_cfg(shapes_shards), "train", batch_size=4, seed=seed, expected_meta=expected,
+                                  num_workers=workers)
         return [tuple(row.tolist()) for batch in loader for row in batch["codes"]]
 
-    first, again, other = order(1), order(1), order(2)
-    assert first == again
+    first, again, other = order(1), order(1, workers=2), order(2)
+    assert first == again  # also with worker processes
     assert first != other and sorted(first) == sorted(other)
 
 
