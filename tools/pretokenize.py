@@ -24,6 +24,7 @@ from srdd_scale.config import ConfigError, add_config_args, config_from_args, lo
 from srdd_scale.data.mds import COMPLETE_FILE
 from srdd_scale.data.pretokenize import PretokenizeConfig, merge_parts, part_dir, pretokenize_part
 from srdd_scale.data.sources import iter_captions, list_inputs, resolve_source
+from srdd_scale.run_config import RunConfig
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
 from srdd_scale.tokenizer import load_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
@@ -51,10 +52,11 @@ def default_shards() -> tuple[int, int]:
     return 1, 0
 
 
-def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards: int):
+def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards: int,
+                        patch_nums: tuple[int, ...] | None = None):
     """``tokenizer.checkpoint`` when given; else the default shapes tokenizer, trained first if absent."""
     if cfg.tokenizer.checkpoint:
-        return load_tokenizer(cfg.tokenizer.checkpoint)
+        return load_tokenizer(cfg.tokenizer.checkpoint, patch_nums=patch_nums)
     if not (DEFAULT_TOKENIZER_DIR / "tokenizer_config.json").is_file():
         if num_shards > 1:  # every part would train its own
             raise ConfigError(
@@ -67,7 +69,7 @@ def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards
         run_cfg = load_config([SHAPES_TOKENIZER_YAML], [f"tokenizer_train.max_minutes={train_minutes}",
                                                         f"data.seed={cfg.data.seed}"], cls=TokenizerRunConfig)
         train_tokenizer(run_cfg, DEFAULT_TOKENIZER_RUN)
-    return load_tokenizer(DEFAULT_TOKENIZER_DIR)
+    return load_tokenizer(DEFAULT_TOKENIZER_DIR, patch_nums=patch_nums)
 
 
 def text_tokenizer_for(cfg: PretokenizeConfig, num_shards: int):
@@ -99,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-index", type=int, help="this part (default: SLURM array task / torchrun rank)")
     parser.add_argument("--device", default="auto", help="tokenizer device: cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--merge", action="store_true", help="only merge complete parts into one index")
+    parser.add_argument("--patch-nums", help="encode with this scale schedule instead of the checkpoint's, e.g. "
+                        "1,3,5,8,13,16 for a reduced-schedule (distilled) model; it must end at the latent size")
     parser.add_argument("--tokenizer-minutes", type=float, default=5.0,
                         help="training budget of the default shapes tokenizer when none exists yet")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
     if args.input:
         args.config_args.append(f"data.input={args.input}")
-    cfg = config_from_args(args, PretokenizeConfig)
+    # The run's own YAML (RunConfig: data/text/tokenizer plus the sections training reads) works here too.
+    run = config_from_args(args, RunConfig)
+    cfg = PretokenizeConfig(data=run.data, text=run.text, tokenizer=run.tokenizer)
 
     env_shards, env_index = default_shards()
     num_shards = args.num_shards if args.num_shards is not None else env_shards
@@ -133,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     # auto: this rank's local GPU under torchrun (cuda:LOCAL_RANK), the task's GPU under SLURM, else the CPU.
     device = device_for(dist_env_from_environ()) if args.device == "auto" else torch.device(args.device)
     try:
-        image_tokenizer = image_tokenizer_for(cfg, args.tokenizer_minutes, num_shards)
+        patch_nums = tuple(int(p) for p in args.patch_nums.split(",")) if args.patch_nums else None
+        image_tokenizer = image_tokenizer_for(cfg, args.tokenizer_minutes, num_shards, patch_nums)
         text_tokenizer = text_tokenizer_for(cfg, num_shards)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     if image_tokenizer.image_size != cfg.data.image_size:
         log.info("data.image_size=%d -> %d to match the image tokenizer", cfg.data.image_size,

@@ -16,6 +16,7 @@ import sys
 from srdd_scale.config import ConfigError, add_config_args, config_from_args
 from srdd_scale.data.pretokenize import PretokenizeConfig
 from srdd_scale.data.sources import iter_captions
+from srdd_scale.run_config import RunConfig
 from srdd_scale.text import load_text_tokenizer, train_sentencepiece
 
 
@@ -27,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, help="target vocabulary (default: text.vocab_size)")
     parser.add_argument("--max-captions", type=int, default=1_000_000, help="captions read from the corpus")
     parser.add_argument("--seed", type=int, default=0, help="sentencepiece sampling seed")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
     if args.input:
         args.config_args.append(f"data.input={args.input}")
-    cfg = config_from_args(args, PretokenizeConfig)
+    # The run's own YAML (RunConfig: data/text/tokenizer plus the sections training reads) works here too.
+    run = config_from_args(args, RunConfig)
+    cfg = PretokenizeConfig(data=run.data, text=run.text, tokenizer=run.tokenizer)
     # Captions only: synthetic images are drawn at the smallest size since their pixels are not used.
     data = dataclasses.replace(cfg.data, image_size=16) if not cfg.data.input else cfg.data
     try:

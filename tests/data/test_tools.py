@@ -74,6 +74,15 @@ def test_input_folder_with_checkpoint_and_parts(tmp_path, monkeypatch, capsys, i
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["image_size"] == 32 and meta["num_samples"] == 6  # data.image_size followed the tokenizer
     assert not (tmp_path / "out-heldout").exists()
+    # A reduced schedule for a distilled model; a run YAML with training sections is accepted as is.
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: {depth: 4}\nlogging: {run_name: x}\n")
+    assert tool.main([str(run_yaml), "--input", str(corpus), "--output", str(tmp_path / "reduced"),
+                      f"tokenizer.checkpoint={checkpoint}", f"text.tokenizer={text_cfg.tokenizer}",
+                      "data.decode_workers=0", "--patch-nums", "1,4,8"]) == 0
+    dataset = StreamingDataset(local=str(tmp_path / "reduced"), shuffle=False)
+    assert len(dataset) == 6 and len(dataset[0]["codes"]) == 1 + 16 + 64
+    assert json.loads((tmp_path / "reduced" / "meta.json").read_text())["patch_nums"] == [1, 4, 8]
 
 
 def test_slurm_array_and_torchrun_pick_the_part(monkeypatch):
