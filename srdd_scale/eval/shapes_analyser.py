@@ -2,10 +2,10 @@
 
 Deterministic and model-free, so that prompt accuracy of generated images can be scored without a
 learned classifier. It segments what differs from the background (estimated from the image border),
-then for each connected blob: colour = nearest named colour to the blob's interior median, shape =
-the template (``srdd_scale.data.shapes.unit_outline``, stretched to the blob's bounding box) with the
-highest soft IoU, size = nearest bounding-box side, position = nearest nominal centre (one blob) or the
-dominant axis between the two blobs (two blobs).
+then for each connected blob: colour = nearest named colour to the median of the blob pixels least
+blended with the background; shape = the template (``srdd_scale.data.shapes.unit_outline``, its
+square box fitted to the blob with sub-pixel steps) with the highest soft IoU; size = nearest box
+side; position = nearest nominal centre (one blob) or the dominant axis between two blobs.
 """
 
 from __future__ import annotations
