@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy the frozen text encoder's weights into OUT_DIR/text_encoder (default: reference it)")
     parser.add_argument("--max-shard-size", default="2GB",
                         help="split model.safetensors into shards with an index above this size (default 2GB)")
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights (runs with train.ema_decay > 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     defaults = SamplingConfig()
     parser.add_argument("--cfg", type=float, default=defaults.cfg_scale, help="default CFG scale to record")
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sampling = SamplingConfig(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
     out = export_checkpoint(args.source, args.out_dir, bundle_text_encoder=args.bundle_text_encoder,
-                            max_shard_size=args.max_shard_size, sampling=sampling, overwrite=args.overwrite)
+                            max_shard_size=args.max_shard_size, sampling=sampling, ema=args.ema,
+                            overwrite=args.overwrite)
     print(json.dumps({"out_dir": str(out), "files": sorted(p.name for p in out.iterdir())}))
     return 0
 

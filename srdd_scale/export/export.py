@@ -71,6 +71,7 @@ def _model_card(cfg, meta: ckpt.CheckpointMeta, hf_cfg: SRDDConfig, metrics: dic
         f"* steps: {meta.step} of {cfg.train.total_steps}, global batch {cfg.train.global_batch_size}, "
         f"backend {meta.backend} on {meta.world_size} ranks (ZeRO stage {meta.zero_stage} if DeepSpeed)",
         f"* schedule (patch_nums): {hf_cfg.patch_nums}; image codebook {hf_cfg.vocab_size} x {hf_cfg.latent_dim}",
+        f"* weights: {'EMA (decay ' + str(cfg.train.ema_decay) + ')' if hf_cfg.training['ema_weights'] else 'trained'}",
         f"* text encoder: {encoder}; run config hash `{meta.config_hash}`", "",
         "| final metric | value |", "| --- | --- |", *(rows or ["| (no metrics.jsonl in the run) | |"]), "",
         "## Sampling", "", "```bash",
@@ -97,11 +98,11 @@ def _write_generation_config(out: Path, sampling: SamplingConfig) -> None:
 
 def export_checkpoint(source: str | Path, out_dir: str | Path, *, bundle_text_encoder: bool = False,
                       max_shard_size: str | int = "2GB", sampling: SamplingConfig | None = None,
-                      overwrite: bool = False) -> Path:
+                      ema: bool = False, overwrite: bool = False) -> Path:
     """Write the HF folder for checkpoint `source` (a run dir: its newest complete checkpoint) into `out_dir`.
 
     The folder is assembled next to `out_dir` and moved into place at the end, so a failed export leaves
-    nothing half-written behind. Returns `out_dir`.
+    nothing half-written behind. `ema` exports the EMA weights (runs with train.ema_decay > 0). Returns `out_dir`.
     """
     from srdd_scale.train.task import SRDDTask
 
@@ -132,10 +133,10 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, *, bundle_text_en
             cfg.model, task.patch_nums, task.tokenizer.vocab_size, task.tokenizer.latent_dim, task.text_dim,
             text_config=text_config, image_tokenizer=IMAGE_TOKENIZER_DIR, image_size=task.tokenizer.image_size,
             training={"step": meta.step, "backend": meta.backend, "world_size": meta.world_size,
-                      "config_hash": meta.config_hash, "train_path": cfg.data.train_path},
+                      "config_hash": meta.config_hash, "train_path": cfg.data.train_path, "ema_weights": ema},
         )
         model = SRDDModel(hf_cfg)
-        model.transformer.load_state_dict(read_model_state(folder, model.transformer.state_dict()))
+        model.transformer.load_state_dict(read_model_state(folder, model.transformer.state_dict(), ema=ema))
         model.eval().save_pretrained(str(staging), max_shard_size=max_shard_size, safe_serialization=True)
         save_tokenizer(task.tokenizer, staging / IMAGE_TOKENIZER_DIR)
         _write_generation_config(staging, sampling)

@@ -19,19 +19,21 @@ train_helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train_helpers)
 train_assets = train_helpers.train_assets  # the session fixture, re-exported for this folder
 
-# backend name -> extra overrides; ZeRO-3 is the stage whose weights exist only as shards
-BACKENDS = {
-    "ddp": {},
-    "fsdp": {},
-    "deepspeed": {"parallel.zero_stage": 3},
+# run name -> (backend, extra overrides); ZeRO-3 is the stage whose weights exist only as shards
+RUNS = {
+    "ddp": ("ddp", {}),
+    "fsdp": ("fsdp", {}),
+    "deepspeed": ("deepspeed", {"parallel.zero_stage": 3}),
+    "fsdp_ema": ("fsdp", {"train.ema_decay": 0.5}),
 }
 
 
-def train_run(assets: dict[str, str], root: Path, backend: str) -> Path:
-    """Train a d2 model for 2 steps on 2 ranks with `backend`; returns its run directory."""
+def train_run(assets: dict[str, str], root: Path, name: str) -> Path:
+    """Train a d2 model for 2 steps on 2 ranks as RUNS[name] says; returns its run directory."""
     output = root / "runs"
+    backend, extra = RUNS[name]
     overrides = train_helpers.base_overrides(assets, output, backend, **{
-        "train.total_steps": 2, "train.checkpoint_every": 2, "train.eval_every": 0, **BACKENDS[backend]})
+        "train.total_steps": 2, "train.checkpoint_every": 2, "train.eval_every": 0, **extra})
     train_helpers.launch_ok(overrides, root)
     (run_dir,) = output.glob("run-*")
     return run_dir
@@ -39,18 +41,18 @@ def train_run(assets: dict[str, str], root: Path, backend: str) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(train_assets, tmp_path_factory):
-    """backend -> (run_dir, export_dir), built lazily so a test touching one backend trains only that one."""
+    """run name (RUNS) -> (run_dir, export_dir), built lazily so that a test trains only the runs it uses."""
     cache: dict[str, tuple[Path, Path]] = {}
 
-    def get(backend: str) -> tuple[Path, Path]:
-        if backend not in cache:
-            root = tmp_path_factory.mktemp(f"run_{backend}")
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in cache:
+            root = tmp_path_factory.mktemp(f"run_{name}")
             train_helpers.release_stale_shared_memory()  # streaming's prefixes leaked by earlier killed jobs
             try:
-                run_dir = train_run(train_assets, root, backend)
+                run_dir = train_run(train_assets, root, name)
             finally:
                 train_helpers.release_stale_shared_memory()
-            cache[backend] = (run_dir, export_checkpoint(run_dir, root / "export"))
-        return cache[backend]
+            cache[name] = (run_dir, export_checkpoint(run_dir, root / "export"))
+        return cache[name]
 
     return get

@@ -180,3 +180,22 @@ def test_export_refuses_incomplete_checkpoint_and_non_empty_target(trained, tmp_
         export_checkpoint(partial, tmp_path / "out")
     with pytest.raises(FileExistsError, match=str(export_dir)):
         export_checkpoint(run_dir, export_dir)
+
+
+def test_ema_export(trained, tmp_path):
+    """--ema writes the averaged weights; checked against DCP's own torch.save conversion of the checkpoint."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    run_dir, raw_export = trained("fsdp_ema")
+    out = export_checkpoint(run_dir, tmp_path / "ema", ema=True)
+    _, folder = resolve_checkpoint(run_dir)
+    dcp_to_torch_save(folder / "dcp", tmp_path / "full.pt")
+    full = torch.load(tmp_path / "full.pt", weights_only=True)
+    ema, raw = SRDDPipeline.from_pretrained(out).model, SRDDPipeline.from_pretrained(raw_export).model
+    for name, param in ema.named_parameters():
+        assert torch.equal(param, full["extra"]["ema"][name]), name
+        assert torch.equal(raw.get_parameter(name), full["model"][name]), name
+    assert any(not torch.equal(p, raw.get_parameter(n)) for n, p in ema.named_parameters())
+    assert json.loads((out / "config.json").read_text())["training"]["ema_weights"] is True
+    with pytest.raises(ValueError, match="no EMA weights"):
+        export_checkpoint(trained("ddp")[0], tmp_path / "none", ema=True)
