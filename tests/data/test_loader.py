@@ -1,7 +1,6 @@
 import dataclasses
 from multiprocessing import shared_memory
 
-import numpy as np
 import pytest
 import torch
 from streaming import StreamingDataset

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streaming import StreamingDataset
 
+from srdd_scale.data.shapes import generate_shape_sample
 from srdd_scale.text import TextConfig, load_text_tokenizer
 from srdd_scale.tokenizer import save_tokenizer
 
@@ -52,10 +53,6 @@ def test_parts_without_a_tokenizer_are_refused(tmp_path, monkeypatch):
 
 
 def test_input_folder_with_checkpoint_and_parts(tmp_path, monkeypatch, capsys, image_tokenizer, text_cfg):
-    from PIL import Image
-
-    from srdd_scale.data.shapes import generate_shape_sample
-
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(6):
