@@ -69,8 +69,11 @@ class Trainer:
         self.ema = EMA(self.backend.module, train.ema_decay) if train.ema_decay else None
         seed_everything(train.seed, env.rank)  # per-rank streams (drop path) after the shared init
 
-        from srdd_scale.data.loader import build_dataloader
+        from srdd_scale.data.loader import build_dataloader, release_stale_shared_memory
 
+        if env.local_rank == 0:  # segments a killed job left in /dev/shm; done before any rank picks a prefix
+            release_stale_shared_memory()
+        barrier()
         meta = self.task.expected_meta()
         self.train_loader = build_dataloader(cfg.data, "train", self.plan.micro_batch_size, train.seed, meta,
                                              num_workers=cfg.data.num_workers)
