@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from srdd_scale.config import ConfigError
+from srdd_scale.data.config import DataConfig
 
 # VAR's 256 px schedule (srdd-method.md §7.1): 10 scales, 680 tokens on a 16x16 latent.
 VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -104,12 +105,15 @@ class TokenizerTrainConfig:
     eval_images: int = 256  # held-out images per evaluation
     log_every: int = 20  # steps between metrics.jsonl lines
     checkpoint_every: int = 500  # steps between resumable checkpoints
+    keep_checkpoints: int = 1  # newest complete checkpoints kept on disk
     grid_images: int = 8  # images in the reconstruction grid PNG
     num_threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype for encoder/decoder (quantizer stays fp32)
+    eval_input: str = ""  # folder/.tar of held-out images for non-synthetic data ("": synthetic `heldout` split,
+    #                       or the first eval_images training images when the source has no held-out split)
 
     def validate(self) -> None:
-        for key in ("steps", "batch_size", "eval_images", "log_every", "grid_images"):
+        for key in ("steps", "batch_size", "eval_images", "log_every", "grid_images", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"tokenizer_train.{key}={getattr(self, key)}: expected a positive integer")
         for key in ("warmup_steps", "dead_code_every", "eval_every", "checkpoint_every"):
@@ -130,3 +134,22 @@ class TokenizerTrainConfig:
             )
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"tokenizer_train.max_minutes={self.max_minutes}: expected > 0 or null")
+
+
+@dataclass(frozen=True)
+class TokenizerRunConfig:
+    """What tools/train_tokenizer.py resolves from YAML + overrides; saved as config.yaml in the output folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenizer_train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.tokenizer.validate()
+        self.tokenizer_train.validate()
+        if self.data.image_size != self.tokenizer.image_size:
+            raise ConfigError(
+                f"data.image_size={self.data.image_size} but tokenizer.image_size={self.tokenizer.image_size}: "
+                "the tokenizer trains on the images the data source produces, set both to the same size"
+            )

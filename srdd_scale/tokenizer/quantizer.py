@@ -110,7 +110,10 @@ class MultiScaleResidualQuantizer(nn.Module):
 
     def quantize(self, f: torch.Tensor) -> QuantizerOutput:
         """Residual-quantize the latent f (B, C, P, P). Gradients: codebook via the MSE, encoder via straight-through."""
-        f = f.float()
+        with torch.autocast(f.device.type, enabled=False):  # nearest-code search and Phi stay fp32, as in VAR
+            return self._quantize(f.float())
+
+    def _quantize(self, f: torch.Tensor) -> QuantizerOutput:
         batch, channels, height, width = f.shape
         f_no_grad = f.detach()
         rest = f_no_grad.clone()

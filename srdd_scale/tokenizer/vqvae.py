@@ -123,13 +123,6 @@ class MultiScaleVQTokenizer(nn.Module):
         self.check_indices(indices)
         return self.decode_latent(self.quantize.f_hat_from_indices(indices))
 
-    @torch.no_grad()
-    def reconstruct_per_scale(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Decoded images after scales 1..k for every k: what per-scale PSNR is measured on."""
-        contributions = self.quantize.quantize(self.encode_latent(images)).contributions
-        partial_sums = torch.stack(contributions).cumsum(dim=0)
-        return [self.decode_latent(f_hat) for f_hat in partial_sums]
-
     def teacher_forcing_inputs(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """(B, L - p0^2, latent_dim): the transformer's inputs, from indices alone (codebook + Phi only)."""
         self.check_indices(indices)
