@@ -53,14 +53,22 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
 echo "[train.sh] job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST}:" \
   "${SLURM_NNODES} node(s) x ${SLURM_NTASKS_PER_NODE:-?} task(s), master ${MASTER_ADDR}:${MASTER_PORT}"
 echo "[train.sh] $PYTHON tools/train.py ${TRAIN_ARGS[*]}"
-# Resolved config and run directory, printed before the job spends its allocation on start-up.
-"$PYTHON" tools/train.py "${TRAIN_ARGS[@]}" --print-config || exit 2
+# Resolved config and run directory, printed before the job spends its allocation on start-up (one python
+# start: importing the configs pulls in torch, which is slow on busy nodes).
 "$PYTHON" - "${TRAIN_ARGS[@]}" <<'EOF' || exit 2
 import sys
-from srdd_scale.config import load_config
+
+import yaml
+
+from srdd_scale.config import ConfigError, load_config, to_dict
 from srdd_scale.utils.rundir import run_dir_for
+
 args = sys.argv[1:]
-cfg = load_config([a for a in args if "=" not in a], [a for a in args if "=" in a])
+try:
+    cfg = load_config([a for a in args if "=" not in a], [a for a in args if "=" in a])
+except ConfigError as err:
+    sys.exit(f"[train.sh] config error: {err}")
+print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 print(f"[train.sh] run dir: {run_dir_for(cfg, cfg.logging.output_dir, cfg.logging.run_name)}")
 EOF
 

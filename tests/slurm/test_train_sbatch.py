@@ -93,6 +93,10 @@ def test_preempted_job_requeues_and_resumes_to_the_same_final_step(train_assets,
               "a checkpoint at step 8", log)
     # What --signal=B:USR1@300 does before the time limit: USR1 to the batch shell, which forwards it.
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    # SLURM holds a requeued job for ~2 min (BeginTime) before it may start again; lift the hold.
+    _wait_for(lambda: _job_field(job_id, "Restarts") == "1" and _job_field(job_id, "JobState") == "PENDING", 300,
+              "the job to be requeued", log)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     state = _wait_until_ended(job_id, log)
     text = log.read_text()
     assert state == "COMPLETED", text[-5000:]
