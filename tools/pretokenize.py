@@ -91,6 +91,8 @@ def wait_for_parts(output: Path, num_shards: int, poll_s: float = 5.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # HF fast tokenizers warn (and turn parallelism off) in every forked decode worker otherwise.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--input", help="image folder, .tar shard(s), folder of .tar or glob (sets data.input)")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from srdd_scale.config import ConfigError
@@ -82,6 +83,8 @@ class _DecodeStream(IterableDataset):
         self.cfg, self.refs, self.split, self.image_size = cfg, refs, split, image_size
 
     def __iter__(self):
+        # Pillow's own bomb guard (warn above the limit, refuse above twice it) follows data.max_image_pixels.
+        Image.MAX_IMAGE_PIXELS = self.cfg.max_image_pixels
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         for raw in iter_refs(self.cfg, self.refs, self.split, worker, num_workers):

@@ -209,3 +209,18 @@ def test_bad_paths_and_empty_inputs_fail_at_once(tmp_path):
         list_inputs(DataConfig(input=str(tmp_path / "empty"), source="folder"))
     with pytest.raises(ConfigError, match="shard_index=3, num_shards=3"):
         list(iter_samples(DataConfig(), shard_index=3, num_shards=3))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decompression_bombs_are_skipped(tmp_path, shapes_config, image_tokenizer, text_tokenizer):
+    root = tmp_path / "bombs"
+    root.mkdir()
+    for side in (40, 60, 20):  # 1600 px: over the limit; 3600 px: Pillow itself refuses (> 2x); 400 px: fine
+        Image.new("RGB", (side, side), (200, 10, 10)).save(root / f"{side}.png")
+        (root / f"{side}.txt").write_text(f"a red square of side {side}")
+    cfg = shapes_config(input=str(root), max_image_pixels=1000)
+    try:
+        out, stats = _run(tmp_path, cfg, image_tokenizer, text_tokenizer)
+    finally:
+        Image.MAX_IMAGE_PIXELS = DataConfig().max_image_pixels
+    assert stats["written"] == 1 and stats["skipped"] == {"decompression_bomb": 2}
