@@ -86,11 +86,11 @@ def test_sbatch_train_d30_tiny_completes(train_assets, run_tmp):
 
 
 def test_preempted_job_requeues_and_resumes_to_the_same_final_step(train_assets, run_tmp):
-    steps = 40
+    steps = 24
     job_id, log = _sbatch(run_tmp, _overrides(train_assets, run_tmp, steps=steps))
     checkpoints = run_tmp / "runs"
-    _wait_for(lambda: any(checkpoints.glob("d4-slurm-*/checkpoints/step_00000008/COMPLETE")), 300,
-              "a checkpoint at step 8", log)
+    _wait_for(lambda: any(checkpoints.glob("d4-slurm-*/checkpoints/step_00000004/COMPLETE")), 300,
+              "a checkpoint at step 4", log)
     # What --signal=B:USR1@300 does before the time limit: USR1 to the batch shell, which forwards it.
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
     # SLURM holds a requeued job for ~2 min (BeginTime) before it may start again; lift the hold.
@@ -102,7 +102,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_final_step(train_assets,
     assert state == "COMPLETED", text[-5000:]
     assert "scontrol requeue" in text and "(restart 1)" in text
     first, second = _summaries(log)
-    assert first["exit_code"] == 124 and 8 <= first["step"] < steps
+    assert first["exit_code"] == 124 and 4 <= first["step"] < steps
     assert second["start_step"] == first["step"]  # resumed from the checkpoint the stop signal wrote
     assert second["step"] == steps and second["run_dir"] == first["run_dir"]
     assert _final_step(Path(second["run_dir"])) == steps
