@@ -73,3 +73,23 @@ def test_slurm_array_sweep_trains_points_and_fits(train_assets, run_tmp, monkeyp
     monkeypatch.setenv("TMPDIR", str(run_tmp))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     _run_and_check(run_tmp, train_assets, "slurm", capsys)
+
+
+def test_failed_point_is_resubmitted_only_on_request(train_assets, run_tmp, monkeypatch, capsys):
+    monkeypatch.setenv("TMPDIR", str(run_tmp))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = _sweep_yaml(run_tmp, train_assets, "local")
+    one_point = ["depths=[1]", f"tokens=[{6 * TOKENS_PER_STEP}]"]
+    missing = f"--train=data.train_path={run_tmp / 'no-such-shards'}"
+    assert sweep_main([config, *one_point, missing]) == 1
+    out = capsys.readouterr()
+    assert "1 failed" in out.out and "not every point is done" in out.err
+    error = (run_tmp / "sweeps" / "tiny-local" / "points" / "d1-D4.1e03" / "error.txt").read_text()
+    assert "no-such-shards" in error
+    assert sweep_main([config, *one_point]) == 1  # failed points stay failed unless asked
+    assert "0 to launch" in capsys.readouterr().out
+    # Resubmitted with the data fixed: it trains, and the fit then says what it lacks (one point only).
+    assert sweep_main([config, *one_point, "--resubmit-failed"]) == 2
+    out = capsys.readouterr()
+    assert "1 to launch" in out.out and "1 done" in out.out and "at least 3 points, got 1" in out.err
+    assert not (run_tmp / "sweeps" / "tiny-local" / "points" / "d1-D4.1e03" / "error.txt").exists()
