@@ -84,6 +84,16 @@ def fit_power_law(points: Sequence[ScalingPoint], variable: str = "params") -> P
     )
 
 
+def best_per_size(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
+    """Each model size at its lowest loss: VAR fits L(N) on models trained to their best (§7.5), not on every
+    (size, budget) pair, where short budgets would mix data-limited losses into the size law."""
+    best: dict[float, ScalingPoint] = {}
+    for point in points:
+        if point.params not in best or point.loss < best[point.params].loss:
+            best[point.params] = point
+    return [best[n] for n in sorted(best)]
+
+
 def compute_frontier(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
     """Points that reach a lower loss than any cheaper point: VAR's ``C_min`` frontier (§7.5)."""
     frontier, best = [], math.inf

@@ -12,6 +12,7 @@ from pathlib import Path
 from srdd_scale.sweep import plots
 from srdd_scale.sweep.fit import (
     FitError,
+    best_per_size,
     compute_frontier,
     fit_isoflop,
     fit_parametric,
@@ -42,8 +43,12 @@ def analyse(
     frontier = compute_frontier([p for c in curves.values() for p in c] or points)
 
     summary: dict = {"loss": str(selector), "num_runs": len(points), "skipped": {}, "plots": {}}
-    params_law = fit_power_law(points, "params")
-    summary["power_law_params"] = fit_to_dict(params_law)
+    params_law = None
+    try:
+        params_law = fit_power_law(best_per_size(points), "params")
+        summary["power_law_params"] = fit_to_dict(params_law)
+    except FitError as err:
+        summary["skipped"]["power_law_params"] = str(err)
     compute_law = None
     try:
         compute_law = fit_power_law(frontier, "flops")

@@ -11,6 +11,7 @@ import pytest
 
 from srdd_scale.sweep.fit import (
     FitError,
+    best_per_size,
     ScalingPoint,
     compute_frontier,
     fit_isoflop,
@@ -108,6 +109,11 @@ def test_recommendation_from_parametric_minimises_loss_on_budget():
     assert K * n_opt * d_opt == pytest.approx(1e21)
     for factor in (0.7, 1.4):  # moving along the budget in either direction costs loss
         assert fit.predict(n_opt * factor, d_opt / factor) > rec.parametric["loss"]
+
+
+def test_best_per_size_keeps_each_sizes_lowest_loss():
+    points = [ScalingPoint(n, p, 1, 1, l) for n, p, l in [("a", 2, 3.0), ("b", 1, 4.0), ("c", 2, 2.5), ("d", 1, 4.5)]]
+    assert [p.name for p in best_per_size(points)] == ["b", "c"]
 
 
 def test_frontier_is_lower_envelope():
