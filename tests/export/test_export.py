@@ -32,12 +32,13 @@ HIDDEN_LOAD = textwrap.dedent("""
     assert importlib.util.find_spec("srdd_scale") is None, "srdd_scale is still importable"
     import torch
     from transformers import AutoModel
-    inputs = torch.load(sys.argv[2], weights_only=True)
-    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
-    with torch.no_grad():
-        logits = model(**inputs).logits
-    torch.save({{"logits": logits, "class": type(model).__module__, "srdd_loaded": "srdd_scale" in sys.modules}},
-               sys.argv[3])
+    for export_dir, inputs_path, out_path in json.loads(sys.argv[1]):
+        inputs = torch.load(inputs_path, weights_only=True)
+        model = AutoModel.from_pretrained(export_dir, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        torch.save({{"logits": logits, "class": type(model).__module__,
+                    "srdd_loaded": "srdd_scale" in sys.modules}}, out_path)
 """)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,34 +60,41 @@ def reference(run_dir: Path):
     return task, model, inputs
 
 
-def load_hidden(export_dir: Path, inputs: dict, tmp: Path) -> dict:
-    script, inputs_path, out_path = tmp / "hidden_load.py", tmp / "inputs.pt", tmp / "out.pt"
+def load_hidden(exports: list[tuple[Path, dict]], tmp: Path) -> list[dict]:
+    """Logits of AutoModel.from_pretrained(export) on each input set, from one fresh srdd_scale-free process."""
+    script = tmp / "hidden_load.py"
     script.write_text(HIDDEN_LOAD.format(root=str(ROOT)))
-    torch.save(inputs, inputs_path)
+    jobs = []
+    for number, (export_dir, inputs) in enumerate(exports):
+        torch.save(inputs, tmp / f"inputs_{number}.pt")
+        jobs.append([str(export_dir), str(tmp / f"inputs_{number}.pt"), str(tmp / f"out_{number}.pt")])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf_home"), TRANSFORMERS_OFFLINE="1")
     workdir = tmp / "cwd"
     workdir.mkdir()
-    done = subprocess.run([sys.executable, "-I", str(script), str(export_dir), str(inputs_path), str(out_path)],
+    done = subprocess.run([sys.executable, "-I", str(script), json.dumps(jobs)],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    return torch.load(out_path, weights_only=True)
+    return [torch.load(out, weights_only=True) for _, _, out in jobs]
 
 
-@pytest.mark.parametrize("backend", ["ddp", "fsdp", "deepspeed"])
-def test_remote_code_logits_equal_training_model(trained, backend, tmp_path):
-    run_dir, export_dir = trained(backend)
-    task, model, inputs = reference(run_dir)
-    with torch.no_grad():
-        expected = model(**inputs)
-    loaded = load_hidden(export_dir, inputs, tmp_path)
-    assert loaded["class"].startswith("transformers_modules.") and not loaded["srdd_loaded"]
-    assert torch.equal(loaded["logits"], expected)
-    # the checkpoint was trained: its weights are not the seeded initial ones
-    torch.manual_seed(task.cfg.train.seed)
-    initial = task.build_model().eval()
-    with torch.no_grad():
-        assert not torch.allclose(initial(**inputs), expected, atol=1e-4)
+def test_remote_code_logits_equal_training_model(trained, tmp_path):
+    """DDP, FSDP and ZeRO-3 exports, loaded by plain transformers without srdd_scale, match the training model."""
+    backends = ("ddp", "fsdp", "deepspeed")
+    cases = {}
+    for backend in backends:
+        run_dir, export_dir = trained(backend)
+        task, model, inputs = reference(run_dir)
+        with torch.no_grad():
+            expected = model(**inputs)
+        torch.manual_seed(task.cfg.train.seed)
+        with torch.no_grad():  # the checkpoint was trained: its weights are not the seeded initial ones
+            assert not torch.allclose(task.build_model().eval()(**inputs), expected, atol=1e-4), backend
+        cases[backend] = (export_dir, inputs, expected)
+    loaded = load_hidden([(export_dir, inputs) for export_dir, inputs, _ in cases.values()], tmp_path)
+    for backend, result in zip(cases, loaded):
+        assert result["class"].startswith("transformers_modules.") and not result["srdd_loaded"], backend
+        assert torch.equal(result["logits"], cases[backend][2]), backend
 
 
 def test_backends_agree(trained):
@@ -130,7 +138,7 @@ def test_sharded_export_with_bundled_text_encoder(trained, tmp_path):
     _, _, inputs = reference(run_dir)
     with torch.no_grad():
         expected = one.model(**inputs)
-    assert torch.equal(load_hidden(out, inputs, tmp_path)["logits"], expected)
+    assert torch.equal(load_hidden([(out, inputs)], tmp_path)[0]["logits"], expected)
 
 
 def _broken_copy(export_dir: Path, tmp_path: Path, name: str) -> Path:

@@ -64,6 +64,14 @@ def test_load_exported_weights_into_reduced_schedule(trained):
         load_exported_weights(wider, export_dir)
 
 
+def test_pipeline_samples_on_a_reduced_schedule(trained):
+    _, export_dir = trained("ddp")
+    pipe = SRDDPipeline.from_pretrained(export_dir, patch_nums=(1, 4, 8))
+    codes = pipe.generate_codes(["a red circle", "a blue square"], seed=0)
+    assert [tuple(c.shape) for c in codes] == [(2, 1, 1), (2, 4, 4), (2, 8, 8)]
+    assert pipe.decode(codes)[0].size == (16, 16)
+
+
 def test_sample_tool_writes_pngs_index_and_grid(trained, tmp_path):
     _, export_dir = trained("ddp")
     prompts = tmp_path / "prompts.jsonl"
