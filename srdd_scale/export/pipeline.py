@@ -59,8 +59,8 @@ class SRDDPipeline:
                         patch_nums: Optional[Sequence[int]] = None) -> "SRDDPipeline":
         """Load an export written by tools/export_hf.py; every file is checked first (errors name the file).
 
-        `patch_nums` samples on another schedule ending at the same latent grid: position/level embeddings
-        are remapped as for scale distillation (export/importing.py); without fine-tuning, expect lower quality.
+        `patch_nums` samples on a subset of the exported schedule (same first and last scale), embeddings re-laid
+        as for scale distillation (export/importing.py); without fine-tuning, expect lower quality.
         """
         from srdd_scale.tokenizer import load_tokenizer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from srdd_scale.export.importing import load_exported_weights, remap_schedule
+from srdd_scale.export.importing import load_exported_weights
 from srdd_scale.export.pipeline import SRDDPipeline
 from srdd_scale.export.val_loss import validation_loss
 from srdd_scale.model import build_model
@@ -23,25 +23,6 @@ def _tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_remap_keeps_embeddings_of_kept_scales():
-    old, new = (1, 2, 3, 4, 6), (1, 3, 5, 6)
-    dim = 4
-    seq = sum(p * p for p in old)
-    state = {"pos_start": torch.randn(1, 1, dim), "pos_embed": torch.randn(1, seq, dim),
-             "lvl_embed.weight": torch.randn(len(old), dim), "scale_embed.weight": torch.randn(len(old), dim)}
-    out = remap_schedule(state, old, new)
-    assert out["pos_embed"].shape == (1, sum(p * p for p in new), dim)
-    begin_old = {p: sum(q * q for q in old[:k]) for k, p in enumerate(old)}
-    begin_new = {p: sum(q * q for q in new[:k]) for k, p in enumerate(new)}
-    for side in (1, 3, 6):  # kept scales: exact copies of their rows
-        rows_old = state["pos_embed"][0, begin_old[side]: begin_old[side] + side * side]
-        assert torch.equal(out["pos_embed"][0, begin_new[side]: begin_new[side] + side * side], rows_old)
-        assert torch.equal(out["lvl_embed.weight"][new.index(side)], state["lvl_embed.weight"][old.index(side)])
-    # side 5 is new: the nearest exported side (4 and 6 tie; the smaller wins) supplies its level rows
-    assert torch.equal(out["scale_embed.weight"][2], state["scale_embed.weight"][old.index(4)])
-    assert torch.equal(out["pos_start"], state["pos_start"])
 
 
 def test_load_exported_weights_into_reduced_schedule(trained):
@@ -58,6 +39,10 @@ def test_load_exported_weights_into_reduced_schedule(trained):
                             full.model.text_dim)
     with pytest.raises(ValueError, match="final latent grid"):
         load_exported_weights(wrong_end, export_dir)
+    new_side = build_model(full.model.cfg, (1, 3, 8), full.model.vocab_size, full.model.latent_dim,
+                           full.model.text_dim)
+    with pytest.raises(ValueError, match="only scales of the trained schedule"):
+        load_exported_weights(new_side, export_dir)
     wider = build_model(type(full.model.cfg)(depth=2, width=128, num_heads=2), full.model.patch_nums,
                         full.model.vocab_size, full.model.latent_dim, full.model.text_dim)
     with pytest.raises(ValueError, match="shape mismatch"):
