@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--mr-steps", type=int, help="mask-resampling rounds per scale (srdd-method.md §4.1)")
     parser.add_argument("--p-resample", type=float, help="mask-resampling probability threshold")
-    parser.add_argument("--schedule", help="comma-separated subset of the model's patch_nums to sample on (default: all)")
+    parser.add_argument("--schedule", help="comma-separated subset of the model's patch_nums (default: all of them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
