@@ -161,7 +161,8 @@ def main() -> None:
                 result = tmp_path / f"{backend}-d{depth}.json"
                 command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={preset['world']}", str(Path(__file__).resolve()), "--worker",
-                           f"--warmup={preset['warmup']}", f"--result={result}", *overrides]
+                           f"--warmup={preset['warmup']}", f"--steps={preset['steps']}", f"--result={result}",
+                           *overrides]
                 env = dict(os.environ, TMPDIR=str(tmp_path), DS_ACCELERATOR=os.environ.get(
                     "DS_ACCELERATOR", "cuda" if preset["precision"] == "bf16" else "cpu"), PYTHONPATH=str(ROOT))
                 started = time.perf_counter()

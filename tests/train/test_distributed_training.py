@@ -23,6 +23,7 @@ BACKENDS = {  # test id -> backend overrides
     "zero2": {"parallel.backend": "deepspeed", "parallel.zero_stage": 2},
     "zero3": {"parallel.backend": "deepspeed", "parallel.zero_stage": 3},
 }
+BITWISE_LIKE_DDP = ("ddp", "fsdp", "zero1")  # same gradient summation order as DDP in fp32
 # the reference run also evaluates, samples and logs to wandb: the others show that none of it perturbs training
 OBSERVED = {"train.eval_every": 3, "train.sample_every": 3, "logging.wandb_mode": "offline"}
 
@@ -99,8 +100,12 @@ def test_learns_and_resumes_exactly_after_sigkill(name, train_assets, reference,
     assert resumed.wait() == [0, 0], resumed.output()
     if name in ("ddp", "fsdp"):
         assert "step_00000005 could not be loaded" in resumed.output()
-    # fp32 on CPU: bitwise the reference's losses, so also the same first-step loss for every backend
-    assert losses(run_dir) == ref_losses
+    resumed_losses = losses(run_dir)
+    assert resumed_losses[0] == ref_losses[0]  # same seed, fp32: the first-step loss is identical everywhere
+    if name in BITWISE_LIKE_DDP:  # fp32 on CPU: bitwise the reference's losses through the kill and resume
+        assert resumed_losses == ref_losses
+    else:  # ZeRO-2/3 reduce every micro-batch's gradients separately, so their sums round differently
+        assert resumed_losses == pytest.approx(ref_losses, rel=1e-6, abs=0)
     final = complete_checkpoints(run_dir / "checkpoints")[-1][1]
     weights = plain_weights(final, name)
     expected = plain_weights(complete_checkpoints(reference / "checkpoints")[-1][1], "ddp")
