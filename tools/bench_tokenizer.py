@@ -76,8 +76,8 @@ def bench_one(name: str, tokenizer, batch_sizes, repeats: int, device: torch.dev
                      "tokens_per_image": tokenizer.tokens_per_image,
                      "params_m": round(sum(p.numel() for p in tokenizer.parameters()) / 1e6, 2),
                      "encode_images_per_s": batch / encode_s, "decode_images_per_s": batch / decode_s})
-        print(f"{name:>28} {tokenizer.image_size:>5} {batch:>6} {rows[-1]['encode_images_per_s']:>12.1f} "
-              f"{rows[-1]['decode_images_per_s']:>12.1f}", flush=True)
+        print(f"{name:>28} {tokenizer.image_size:>5} {batch:>6} {rows[-1]['encode_images_per_s']:>12.3g} "
+              f"{rows[-1]['decode_images_per_s']:>12.3g}", flush=True)
     return rows
 
 

@@ -15,6 +15,7 @@ from srdd_scale.tokenizer.vqvae import TRAINING_STATE_KEYS, MultiScaleVQTokenize
 
 CONFIG_FILE = "tokenizer_config.json"
 WEIGHTS_FILE = "tokenizer.safetensors"
+RUN_SUBFOLDER = "tokenizer"  # where tools/train_tokenizer.py saves the tokenizer inside its run folder
 FORMAT_VERSION = 1
 # Keys whose presence marks a VAR VQ-VAE state dict (VAR's models/vqvae.py naming).
 VAR_MARKER_KEYS = ("quantize.embedding.weight", "encoder.conv_in.weight", "decoder.conv_out.weight")
@@ -54,11 +55,13 @@ def save_tokenizer(tokenizer: MultiScaleVQTokenizer, folder: str | Path) -> Path
 
 
 def load_tokenizer(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> MultiScaleVQTokenizer:
-    """Load our folder format or VAR's .pth (detected by its keys); eval mode, gradients off.
+    """Load our folder format (or a train_tokenizer run folder) or VAR's .pth (detected by its keys); eval mode.
 
     `patch_nums` replaces the saved schedule (it must end at the same latent grid).
     """
     path = Path(path)
+    if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RUN_SUBFOLDER / CONFIG_FILE).is_file():
+        path = path / RUN_SUBFOLDER  # a training run folder: use the tokenizer it saved
     if path.is_dir():
         config_path = path / CONFIG_FILE
         if not config_path.is_file():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from srdd_scale.config import config_hash
-from srdd_scale.tokenizer.api import build_tokenizer, save_tokenizer
+from srdd_scale.tokenizer.api import RUN_SUBFOLDER, build_tokenizer, save_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig, TokenizerTrainConfig
 from srdd_scale.tokenizer.data import TrainImageStream, load_eval_images
 from srdd_scale.tokenizer.perceptual import PerceptualLoss
@@ -32,7 +32,6 @@ from srdd_scale.utils.rundir import prepare_run_dir
 
 USAGE_EMA_DECAY = 0.95  # ~20-step memory: a code unused for ~70 steps (at threshold 0.03) counts as dead
 REINIT_NOISE = 0.01  # relative jitter on re-initialised codes so that copies of one residual differ
-TOKENIZER_FOLDER = "tokenizer"
 log = get_logger("srdd_scale.tokenizer")
 
 
@@ -320,11 +319,11 @@ def _train(cfg: TokenizerRunConfig, output: Path, env) -> dict[str, float]:
         save_checkpoint(elapsed_before + time.time() - start)
     final = dict(history[-1]) if env.is_main else {}
     if env.is_main:
-        save_tokenizer(tokenizer.cpu(), output / TOKENIZER_FOLDER)
+        save_tokenizer(tokenizer.cpu(), output / RUN_SUBFOLDER)
         final.update(train_minutes=(elapsed_before + time.time() - start) / 60, world_size=env.world_size,
                      process_cpu_minutes_this_session=time.process_time() / 60,
-                     tokenizer_path=str(output / TOKENIZER_FOLDER), identity=tokenizer.identity())
+                     tokenizer_path=str(output / RUN_SUBFOLDER), identity=tokenizer.identity())
         (output / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        log.info("saved %s (held-out PSNR %.2f dB)", output / TOKENIZER_FOLDER, final["eval/psnr"])
+        log.info("saved %s (held-out PSNR %.2f dB)", output / RUN_SUBFOLDER, final["eval/psnr"])
     barrier()
     return final

@@ -66,6 +66,7 @@ def test_training_writes_metrics_grid_plot_and_tokenizer(tmp_path):
     assert (run / "plots" / "psnr.png").stat().st_size > 0
     tokenizer = load_tokenizer(run / "tokenizer")
     assert tokenizer.identity() == final["identity"] and tokenizer.patch_nums == (1, 2, 4, 8)
+    assert load_tokenizer(run).identity() == final["identity"]  # the run folder resolves to its tokenizer
     assert final["eval/psnr"] == evals[-1]["eval/psnr"]
     assert (run / "checkpoints" / "step_00000006" / "COMPLETE").is_file()
     assert not (run / "checkpoints" / "step_00000003").exists()  # pruned: keep_checkpoints=1
