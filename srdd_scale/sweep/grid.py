@@ -62,7 +62,7 @@ def run_config(train_configs: tuple[str, ...], overrides: tuple[str, ...]) -> Ru
 def plan(sweep: SweepConfig) -> list[SweepPoint]:
     """Every point of the sweep, in launch order; raises ConfigError for a budget below ``min_steps`` steps."""
     sweep.validate()
-    runs_dir = sweep_dir(sweep) / "runs"
+    runs_dir = sweep_dir(sweep).resolve() / "runs"  # absolute: jobs may start in another working directory
     if sweep.mode == "grid":
         pairs = [(d, b, f"d{d}-D{_format_budget(b)}") for d in sweep.depths for b in sweep.tokens]
     else:
