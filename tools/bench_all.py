@@ -29,19 +29,29 @@ from srdd_scale.utils.rundir import provenance
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_bench(bench, gpu: bool, out: Path, timeout: float) -> dict:
-    """One bench tool in a subprocess; its JSON, or the tail of its output when it failed."""
+def error_summary(output: str) -> str:
+    """The last line that names an error (a traceback's final line), else the last line of the output."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line or "error:" in line]
+    return (named or lines or ["no output"])[-1]
+
+
+def run_bench(bench, gpu: bool, out: Path, timeout: float, threads: int) -> dict:
+    """One bench tool in a subprocess; its JSON, or its error line and output tail when it failed."""
     cmd = [sys.executable, str(ROOT / "tools" / bench.script), *(bench.gpu_args if gpu else bench.cpu_args),
            bench.out_flag, str(out)]
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        error = None if proc.returncode == 0 and out.is_file() else (
-            f"exit {proc.returncode}: " + (proc.stderr or proc.stdout).strip()[-2000:])
+        failed = proc.returncode != 0 or not out.is_file()
+        error = f"exit {proc.returncode}: {error_summary(proc.stdout + proc.stderr)}" if failed else None
+        output_tail = (proc.stdout + proc.stderr)[-8000:] if failed else None
     except subprocess.TimeoutExpired:
-        error = f"timed out after {timeout:.0f} s"
+        error, output_tail = f"timed out after {timeout:.0f} s", None
     seconds = time.perf_counter() - started
     print(f"  {bench.name}: {'ok' if error is None else 'FAILED'} in {seconds:.0f} s", flush=True)
     entry = {"command": cmd[1:], "seconds": seconds}
@@ -49,6 +59,7 @@ def run_bench(bench, gpu: bool, out: Path, timeout: float) -> dict:
         entry["result"] = json.loads(out.read_text())
     else:
         entry["error"] = error
+        entry["output_tail"] = output_tail
     return entry
 
 
@@ -58,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", action="store_true", help="GPU sizes (needs CUDA)")
     parser.add_argument("--only", default=",".join(names), help=f"comma-separated subset of {', '.join(names)}")
     parser.add_argument("--timeout", type=float, default=400, help="seconds allowed per bench")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of every bench (default: 1 on CPU, where a shared machine's "
+                        "oversubscribed OpenMP threads distort timings many-fold; unset with --gpu); 0 = unset")
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
@@ -71,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             sys.exit("error: --gpu needs a CUDA device (torch.cuda.is_available() is False)")
 
+    threads = (0 if args.gpu else 1) if args.threads is None else args.threads
     started = time.perf_counter()
     prov = provenance()
     load_start = os.getloadavg()[0]
@@ -78,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_all_") as tmp:
         for bench in BENCHES:
             if bench.name in selected:
-                benches[bench.name] = run_bench(bench, args.gpu, Path(tmp) / f"{bench.name}.json", args.timeout)
+                benches[bench.name] = run_bench(bench, args.gpu, Path(tmp) / f"{bench.name}.json", args.timeout,
+                                                threads)
     mode = "gpu" if args.gpu else "cpu"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     results_file = Path(args.results_dir) / f"{stamp}-{socket.gethostname()}{'-gpu' if args.gpu else ''}.json"
     collected = {
-        "mode": mode, "benches": benches, "total_seconds": time.perf_counter() - started,
+        "mode": mode, "omp_num_threads": threads or None, "benches": benches,
+        "total_seconds": time.perf_counter() - started,
         "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
         "provenance": {k: v for k, v in prov.items() if k != "git_diff"}, "git_dirty": bool(prov["git_diff"]),
         "results_file": str(results_file.relative_to(ROOT) if results_file.is_relative_to(ROOT) else results_file),

@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--tokenizer-minutes", type=float, default=3.0,
                         help="budget of the shapes_64 tokenizer trained when --tokenizer is not given")
     parser.add_argument("--masks", default=",".join(defaults.masks), help="comma-separated mask modes")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP/torch threads of the training and sampling processes (on a shared CPU machine, "
+                        "oversubscribed OpenMP threads run many times slower than one)")
     for field in fields(defaults):
         if field.name != "masks":
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
@@ -139,10 +142,10 @@ def sample_job(export_dir: str, settings) -> dict:
             "prompt_accuracy": prompt_accuracy(zip(images, [p.attrs for p in prompts])), "grid": str(grid)}
 
 
-def run_sample_job(export_dir: Path, argv: list[str]) -> dict:
+def run_sample_job(export_dir: Path, argv: list[str], env: dict) -> dict:
     """The sampling job in a child process; on CPU its peak RSS (wait4's ru_maxrss) is the memory figure."""
     cmd = [sys.executable, __file__, *argv, "--sample-job", str(export_dir)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir, text_model, tok_overrides, inputs = prepare_inputs(args, settings, work)
     tmp = work / "tmp"  # streaming's locks and shared-memory names, away from other jobs
     tmp.mkdir(exist_ok=True)
-    env = dict(os.environ, TMPDIR=str(tmp), WANDB_SILENT="true")
+    env = dict(os.environ, TMPDIR=str(tmp), WANDB_SILENT="true", OMP_NUM_THREADS=str(args.threads))
     env.pop("WORLD_SIZE", None)
     results = {}
     for mask in settings.masks:
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         export_dir = work / "exports" / mask
         export_dir.parent.mkdir(exist_ok=True)  # export_checkpoint stages its folder beside export_dir
         export_checkpoint(run_dir, export_dir, overwrite=True)
-        sampling = run_sample_job(export_dir, argv)
+        sampling = run_sample_job(export_dir, argv, env)
         perf = [r for r in records if "perf/tokens_per_s" in r]
         results[mask] = {
             "run_dir": str(run_dir), "flops_per_image": flops,

@@ -107,7 +107,8 @@ def render_markdown(collected: dict) -> str:
         f"Latest `python tools/bench_all.py{' --gpu' if collected['mode'] == 'gpu' else ''}` run "
         f"({collected['mode']} sizes), {prov['time_utc']} on `{machine['hostname']}` ({device}; "
         f"{machine['platform']}), commit `{(prov['git_commit'] or '?')[:12]}`"
-        f"{' (dirty tree)' if collected['git_dirty'] else ''}; torch {libs.get('torch')}, deepspeed "
+        f"{' (dirty tree)' if collected['git_dirty'] else ''}; OMP_NUM_THREADS="
+        f"{collected.get('omp_num_threads') or 'unset'} per process; torch {libs.get('torch')}, deepspeed "
         f"{libs.get('deepspeed')}, mosaicml-streaming {libs.get('mosaicml-streaming')}. "
         f"Load average at start: {collected['load_average_start']:.1f} (the machine may be shared: treat CPU "
         "numbers as rough).", "",
@@ -116,7 +117,8 @@ def render_markdown(collected: dict) -> str:
     ]
     for name, entry in collected["benches"].items():
         if entry.get("error"):
-            lines.append(f"| {name} | - | - | failed after {entry['seconds']:.0f} s: {entry['error'][:160]} |")
+            error = entry["error"][:200].replace("|", "/")  # a '|' would split the table cell
+            lines.append(f"| {name} | - | - | failed after {entry['seconds']:.0f} s: {error} |")
             continue
         for setting, metric, value in ROWS[name](entry["result"]):
             lines.append(f"| {name} | {setting} | {metric} | {value} |")

@@ -43,7 +43,8 @@ MEMORY_MODEL = f"""\
   {STATE_BYTES_FP32_GRADS} bytes (fp32 grads, e.g. FSDP2 with reduce_dtype=fp32 or DeepSpeed fp32 grad accumulation).
   The table uses {STATE_BYTES_FP32_GRADS} (conservative).
 * **Gathered block**: full sharding all-gathers one block's bf16 params at a time, plus one prefetched, and
-  holds its unsharded grads before reduce-scatter: 2 x 2 x P_block + 4 x P_block bytes (P_block = (core + text) / depth).
+  holds its unsharded grads before reduce-scatter: 2 x 2 x P_block + 4 x P_block bytes
+  (P_block = (core + text) / depth).
 * **Activations** per image, {ACT_BYTES} bytes per element, L tokens per image (680 at 256 px), width C, depth d,
   text length T:
   * without activation checkpointing: d x (L x {ACT_ELEMS_PER_TOKEN_PER_BLOCK} x C + 2 x T x C) x {ACT_BYTES}
