@@ -45,6 +45,16 @@ def deepspeed_config(backend: Backend) -> dict[str, Any]:
     }
 
 
+def _cast_floating_inputs(dtype: torch.dtype):
+    def hook(module, args, kwargs):
+        def cast(value):
+            return value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
+
+        return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+    return hook
+
+
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
 
@@ -65,6 +75,10 @@ class DeepSpeedBackend(Backend):
         model.to(self.device)
         apply_block_wrappers(model, self.train_cfg)
         optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+        if self.train_cfg.precision != "fp32":
+            # DeepSpeed stores bf16/fp16 weights; cast float inputs to match (FSDP2's mp_policy does this itself)
+            dtype = torch.bfloat16 if self.train_cfg.precision == "bf16" else torch.float16
+            model.register_forward_pre_hook(_cast_floating_inputs(dtype), with_kwargs=True)
         self.ds_config = deepspeed_config(self)
         if self.env.is_main:
             (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(self.ds_config, indent=2))
