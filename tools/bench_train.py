@@ -104,7 +104,7 @@ def worker(args: argparse.Namespace) -> None:
             summary = {
                 "images_per_s": images / seconds,
                 "tokens_per_s": images * trainer.task.tokens_per_image / seconds,
-                "mfu": sum(r["perf/mfu"] for r in records) / len(records),
+                "mfu": images / seconds * speed.flops_per_image / speed.cluster_peak,
                 "peak_memory_gib": max(r["perf/peak_memory_gib"] for r in records),
                 "final_loss": records[-1]["loss"],
                 "grad_accum_steps": trainer.plan.grad_accum_steps,
