@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="training backend for the 2-process run")
     parser.add_argument("--nproc", type=int, default=2, help="training processes (torchrun --nproc_per_node)")
     parser.add_argument("--tokenizer-minutes", type=float, default=3.0, help="tokenizer training budget")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: configs/quickstart.yaml)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps, warmup = 10%% of them (default: configs/quickstart.yaml)")
     parser.add_argument("--num-prompts", type=int, default=64, help="held-out prompts sampled and scored")
     args = parser.parse_args(argv)
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"data.train_path={shards_train}", f"data.heldout_path={shards_heldout}",
                  f"logging.output_dir={out / 'runs'}", "logging.run_name=quickstart"]
     if args.steps:
-        overrides.append(f"train.total_steps={args.steps}")
+        overrides += [f"train.total_steps={args.steps}", f"train.warmup_steps={args.steps // 10}"]
     train_yaml = [str(QUICKSTART_CONFIG), str(ROOT / BACKEND_CONFIGS[args.backend])]
     cfg = load_config(train_yaml, overrides)
     run_dir = run_dir_for(cfg, cfg.logging.output_dir, cfg.logging.run_name)
