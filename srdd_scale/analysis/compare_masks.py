@@ -111,6 +111,14 @@ def plot_curves(results: dict[str, dict], path: str | Path, title: str) -> Path:
         by_flops.plot([f / 1e12 for f in curve["flops"]], curve["eval_loss"], marker=".", label=mask)
     by_step.set(xlabel="optimizer step", ylabel="held-out loss (CE, nats/token)", title="vs steps")
     by_flops.set(xlabel="training TFLOPs (flops_per_image x images)", title="vs FLOPs")
+    later = [loss for r in results.values() for loss in r["curve"]["eval_loss"][1:]]
+    if later:  # the first eval (near ln(vocab)) would flatten every later difference: keep it off scale
+        low, high = min(later), max(later)
+        pad = 0.05 * (high - low) or 0.01
+        for axis in (by_step, by_flops):
+            axis.set_ylim(low - pad, high + pad)
+        by_step.annotate("first eval off scale", xy=(0.98, 0.97), xycoords="axes fraction", ha="right", va="top",
+                         fontsize=8, color="grey")
     for axis in (by_step, by_flops):
         axis.grid(alpha=0.3)
         axis.legend()
