@@ -2,8 +2,11 @@
 """SRDD vs VAR at small scale: train `markovian`, `markovian_prev` and `block_causal` on the same data, budget
 and seed, then compare held-out loss vs steps and vs FLOPs, prompt accuracy and sampling latency/memory.
 
-    python tools/compare_masks.py                                  # CPU default, ~10 min on 2 free cores
+    python tools/compare_masks.py                                  # CPU default: d3, 80 steps x 16 images
     python tools/compare_masks.py --steps 1000 --depth 6 --tokenizer artifacts/tokenizer/shapes_64/tokenizer
+
+The default took 323 s on 2 shared cores (load ~11) with the tokenizer and shards already made; a first run
+adds the 3-minute tokenizer training (plus its evaluation) and pretokenizing 2304 images (~1.5 min).
 
 Steps, each reused when its output exists (re-running resumes): the caption sentencepiece model
 (tools/train_text_tokenizer.py), the image tokenizer (--tokenizer, else tools/train_tokenizer.py with
@@ -47,7 +50,8 @@ def parse_args(argv: list[str] | None):
     for field in fields(defaults):
         if field.name != "masks":
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
-                                default=getattr(defaults, field.name))
+                                default=getattr(defaults, field.name),
+                                help="default %(default)s (CompareSettings in srdd_scale/analysis/compare_masks.py)")
     parser.add_argument("--sample-job", default=None, help=argparse.SUPPRESS)  # internal: one export to sample
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in fields(defaults) if f.name != "masks"}

@@ -22,19 +22,19 @@ class CompareSettings:
     """One comparison: everything but the mask is shared by every run."""
 
     masks: tuple[str, ...] = MASK_MODES  # mask modes to train (srdd-method.md §2.2)
-    depth: int = 4  # transformer depth (width 64*depth)
-    steps: int = 300  # optimizer steps per run
-    global_batch_size: int = 32  # images per step
+    depth: int = 3  # transformer depth (width 64*depth)
+    steps: int = 80  # optimizer steps per run
+    global_batch_size: int = 16  # images per step
     lr: float = 1e-3  # peak LR (not rescaled with the batch)
-    warmup_steps: int = 20  # linear warmup steps
-    eval_every: int = 25  # held-out eval loss every N steps (and at the last step)
-    eval_batches: int = 4  # held-out micro-batches per eval
+    warmup_steps: int = 10  # linear warmup steps
+    eval_every: int = 10  # held-out eval loss every N steps (and at the last step)
+    eval_batches: int = 2  # held-out micro-batches per eval
     precision: str = "fp32"  # trainer autocast dtype (fp32 | bf16)
     seed: int = 0  # model init, data order, condition dropout and sampling
     train_samples: int = 2048  # synthetic shapes in the train split
     heldout_samples: int = 256  # synthetic shapes in the held-out split (attribute pairs unseen in train)
-    prompts: int = 32  # held-out prompts sampled per model for prompt accuracy and sampling latency
-    sample_batch: int = 16  # images per sampler call
+    prompts: int = 16  # held-out prompts sampled per model for prompt accuracy and sampling latency
+    sample_batch: int = 8  # images per sampler call
 
     def validate(self) -> None:
         unknown = [m for m in self.masks if m not in MASK_MODES]
