@@ -1,3 +1,4 @@
+import shutil
 import tempfile
 
 import pytest
@@ -13,14 +14,18 @@ TINY_TOKENIZER = TokenizerConfig(image_size=32, ch=16, ch_mult=(1, 2, 2), num_re
 
 
 @pytest.fixture(autouse=True)
-def own_tmpdir(tmp_path, monkeypatch):
-    """streaming keeps filelocks in the temp dir; one per test so leftovers never collide (env.md)."""
-    tmp = tmp_path / "tmpdir"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
+def own_tmpdir(monkeypatch):
+    """streaming keeps filelocks in the temp dir; one per test so leftovers never collide (env.md).
+
+    Short and under /tmp, not inside pytest's deep tmp_path: multiprocessing puts its AF_UNIX sockets in
+    TMPDIR, and their paths may not exceed 107 characters.
+    """
+    tmp = tempfile.mkdtemp(prefix="srdd-", dir="/tmp")
+    monkeypatch.setenv("TMPDIR", tmp)
     monkeypatch.setattr(tempfile, "tempdir", None)
     yield
     tempfile.tempdir = None
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
