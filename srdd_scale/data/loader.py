@@ -14,6 +14,7 @@ import torch
 from srdd_scale.config import ConfigError
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.mds import META_FILE, check_meta
+from srdd_scale.text.tokenizer import pad_text_ids
 from srdd_scale.utils.dist import dist_env_from_environ
 
 _SHM_DIR = Path("/dev/shm")
@@ -30,12 +31,7 @@ class CollateCodes:
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         batch = len(samples)
         codes = torch.from_numpy(np.stack([s["codes"] for s in samples]).astype(np.int64))
-        text_ids = torch.full((batch, self.text_length), self.pad_id, dtype=torch.long)
-        text_mask = torch.zeros((batch, self.text_length), dtype=torch.bool)
-        for row, sample in enumerate(samples):
-            ids = torch.from_numpy(sample["text_ids"][: self.text_length].astype(np.int64))
-            text_ids[row, : len(ids)] = ids
-            text_mask[row, : len(ids)] = True
+        text_ids, text_mask = pad_text_ids([s["text_ids"] for s in samples], self.pad_id, self.text_length)
         class_ids = torch.tensor([int(s["class_id"]) for s in samples], dtype=torch.long)
         return {"codes": codes, "text_ids": text_ids, "text_mask": text_mask, "class_ids": class_ids}
 

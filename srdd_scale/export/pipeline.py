@@ -17,6 +17,7 @@ from srdd_scale.export.folder import (
 from srdd_scale.export.importing import load_exported_weights
 from srdd_scale.model import SamplingConfig, SRDDTransformer, build_model
 from srdd_scale.model.hf import SRDDConfig
+from srdd_scale.text.tokenizer import pad_text_ids
 
 
 def _local_text_config(text_config: dict[str, Any], folder: Path):
@@ -92,13 +93,7 @@ class SRDDPipeline:
         """Text states [B, T, dim] and mask [B, T] of `prompts`, right-padded to the longest one."""
         if self.text_encoder is None:
             raise ValueError("this model is not text-conditional (config.json text_dim is null): pass class_ids")
-        encoded = self.text_tokenizer.encode(list(prompts))
-        width = max(len(ids) for ids in encoded)
-        text_ids = torch.full((len(encoded), width), self.text_tokenizer.pad_id, dtype=torch.long)
-        text_mask = torch.zeros((len(encoded), width), dtype=torch.bool)
-        for row, ids in enumerate(encoded):
-            text_ids[row, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
-            text_mask[row, : len(ids)] = True
+        text_ids, text_mask = pad_text_ids(self.text_tokenizer.encode(list(prompts)), self.text_tokenizer.pad_id)
         text_mask = text_mask.to(self.device)
         return self.text_encoder(text_ids.to(self.device), text_mask), text_mask
 

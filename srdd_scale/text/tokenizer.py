@@ -149,6 +149,23 @@ class HFCaptionTokenizer(CaptionTokenizer):
         return self.hf
 
 
+def pad_text_ids(encoded: Sequence[np.ndarray], pad_id: int, length: int | None = None):
+    """Right-pad caption ids into (ids LongTensor [B, T], mask BoolTensor [B, T]); T = `length` or the longest.
+
+    Ids past `length` are cut, so a fixed length keeps batch shapes constant (the loader's collate).
+    """
+    import torch  # the tokenizers themselves need no torch
+
+    width = length if length is not None else max(len(ids) for ids in encoded)
+    text_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    text_mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+    for row, ids in enumerate(encoded):
+        ids = torch.from_numpy(np.asarray(ids[:width], dtype=np.int64))
+        text_ids[row, : len(ids)] = ids
+        text_mask[row, : len(ids)] = True
+    return text_ids, text_mask
+
+
 def load_text_tokenizer(cfg: TextConfig) -> CaptionTokenizer:
     """Open ``cfg.tokenizer``: a sentencepiece ``.model`` file, an HF tokenizer folder, or ``minilm``."""
     path = resolve_text_path(cfg.tokenizer, "text.tokenizer")

@@ -21,16 +21,11 @@ class SampleGrid(Callback):
             return
         self.text_ids = self.text_mask = self.class_ids = None
         if trainer.task.text_encoder is not None:
-            from srdd_scale.text import load_text_tokenizer
+            from srdd_scale.text import load_text_tokenizer, pad_text_ids
 
             text_tokenizer = load_text_tokenizer(cfg.text)
-            encoded = text_tokenizer.encode(list(cfg.train.sample_prompts))
-            width = max(len(ids) for ids in encoded)
-            self.text_ids = torch.full((len(encoded), width), text_tokenizer.pad_id, dtype=torch.long)
-            self.text_mask = torch.zeros((len(encoded), width), dtype=torch.bool)
-            for row, ids in enumerate(encoded):
-                self.text_ids[row, : len(ids)] = torch.from_numpy(ids.astype("int64"))
-                self.text_mask[row, : len(ids)] = True
+            self.text_ids, self.text_mask = pad_text_ids(text_tokenizer.encode(list(cfg.train.sample_prompts)),
+                                                         text_tokenizer.pad_id)
         if cfg.model.num_classes > 0:
             self.class_ids = torch.tensor(cfg.train.sample_class_ids or range(cfg.model.num_classes)[:4])
 
