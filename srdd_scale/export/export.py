@@ -120,8 +120,9 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, *, bundle_text_en
     task = SRDDTask(cfg, torch.device("cpu"))
 
     text_config: dict[str, Any] | None = None
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists()
-                                    else None))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Staged beside the target, so the final rename is atomic and never crosses filesystems.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         if task.text_encoder is not None:
             text_config = to_dict(cfg.text)
