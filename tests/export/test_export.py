@@ -28,7 +28,7 @@ from srdd_scale.train.task import SRDDTask
 HIDDEN_LOAD = textwrap.dedent("""
     import importlib.util, json, sys
     sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-    sys.path = [p for p in sys.path if not p.startswith({root!r})]
+    sys.path = [p for p in sys.path if p.rstrip("/") != {root!r}]  # the repo itself, not a venv inside it
     assert importlib.util.find_spec("srdd_scale") is None, "srdd_scale is still importable"
     import torch
     from transformers import AutoModel
