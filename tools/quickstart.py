@@ -1,4 +1,4 @@
-"""The whole pipeline on the built-in synthetic shapes, on 2 CPU cores in about a quarter of an hour.
+"""The whole pipeline on the built-in synthetic shapes, sized for ~15 minutes on 2 CPU cores (docs/LOG.md has timings).
 
     python tools/quickstart.py                    # everything, into outputs/quickstart
     python tools/quickstart.py --out DIR --backend deepspeed
