@@ -22,7 +22,7 @@ def validation_loss(model_dir: str | Path, data_dir: str | Path, *, batch_size: 
     from srdd_scale.data.loader import build_dataloader
     from srdd_scale.data.mds import tokenizer_meta
     from srdd_scale.model.loss import scale_losses
-    from srdd_scale.tokenizer import split_codes
+    from srdd_scale.train.task import batch_to_model_inputs
 
     pipe = SRDDPipeline.from_pretrained(model_dir, device=device)
     model, tokenizer = pipe.model, pipe.tokenizer
@@ -33,16 +33,9 @@ def validation_loss(model_dir: str | Path, data_dir: str | Path, *, batch_size: 
     for batch in loader:
         codes = batch["codes"].to(pipe.device)
         rows = codes.shape[0]
-        no_drop = torch.zeros(rows, dtype=torch.bool, device=pipe.device)
-        teacher_inputs = tokenizer.teacher_forcing_inputs(split_codes(codes, model.patch_nums))
-        inputs: dict[str, Any] = {"teacher_inputs": teacher_inputs, "cond_drop": no_drop}
-        if pipe.text_encoder is not None:
-            text_mask = batch["text_mask"].to(pipe.device)
-            inputs.update(text_states=pipe.text_encoder(batch["text_ids"].to(pipe.device), text_mask),
-                          text_mask=text_mask)
-        if model.cfg.num_classes:
-            inputs["class_ids"] = batch["class_ids"].to(pipe.device)
-        logits = model(**inputs)
+        no_drop = torch.zeros(rows, dtype=torch.bool)
+        logits = model(**batch_to_model_inputs(batch, tokenizer, pipe.text_encoder, model.cfg.num_classes > 0,
+                                               pipe.device, no_drop))
         loss, metrics = scale_losses(logits, codes, model.patch_nums, model.cfg.loss_weighting, 0.0)
         for key, value in {"loss": float(loss), **metrics}.items():
             sums[key] = sums.get(key, 0.0) + value * rows  # batch means -> sample-weighted means

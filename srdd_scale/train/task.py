@@ -16,6 +16,25 @@ from srdd_scale.model.loss import scale_losses
 from srdd_scale.tokenizer import build_tokenizer, load_tokenizer, split_codes
 
 
+@torch.no_grad()
+def batch_to_model_inputs(batch: dict[str, torch.Tensor], tokenizer, text_encoder, use_class_ids: bool,
+                          device: torch.device, cond_drop: torch.Tensor | None) -> dict[str, Any]:
+    """A loader batch -> the transformer's forward kwargs: teacher-forcing inputs from the codes (codebook + Phi
+    only), frozen text states, class ids. Shared by training and validation so both see the same inputs."""
+    codes = batch["codes"].to(device, non_blocking=True)
+    inputs: dict[str, Any] = {
+        "teacher_inputs": tokenizer.teacher_forcing_inputs(split_codes(codes, tuple(tokenizer.patch_nums))),
+        "cond_drop": None if cond_drop is None else cond_drop.to(device),
+    }
+    if text_encoder is not None:
+        text_mask = batch["text_mask"].to(device)
+        inputs["text_states"] = text_encoder(batch["text_ids"].to(device), text_mask)
+        inputs["text_mask"] = text_mask
+    if use_class_ids:
+        inputs["class_ids"] = batch["class_ids"].to(device)
+    return inputs
+
+
 class SRDDTask:
     """Holds the frozen modules on ``device`` and turns a loader batch into the loss of the wrapped model."""
 
@@ -52,21 +71,10 @@ class SRDDTask:
         return build_model(self.cfg.model, self.patch_nums, self.tokenizer.vocab_size, self.tokenizer.latent_dim,
                            self.text_dim)
 
-    @torch.no_grad()
     def model_inputs(self, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None) -> dict[str, Any]:
         """Keyword arguments of the model's forward for one micro-batch (frozen parts run without grad)."""
-        codes = batch["codes"].to(self.device, non_blocking=True)
-        inputs: dict[str, Any] = {
-            "teacher_inputs": self.tokenizer.teacher_forcing_inputs(split_codes(codes, self.patch_nums)),
-            "cond_drop": None if cond_drop is None else cond_drop.to(self.device),
-        }
-        if self.text_encoder is not None:
-            text_mask = batch["text_mask"].to(self.device)
-            inputs["text_states"] = self.text_encoder(batch["text_ids"].to(self.device), text_mask)
-            inputs["text_mask"] = text_mask
-        if self.cfg.model.num_classes > 0:
-            inputs["class_ids"] = batch["class_ids"].to(self.device)
-        return inputs
+        return batch_to_model_inputs(batch, self.tokenizer, self.text_encoder, self.cfg.model.num_classes > 0,
+                                     self.device, cond_drop)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None
              ) -> tuple[torch.Tensor, dict[str, float]]:
