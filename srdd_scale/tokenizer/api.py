@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 VAR_MARKER_KEYS = ("quantize.embedding.weight", "encoder.conv_in.weight", "decoder.conv_out.weight")
 # Fields a checkpoint fixes; a config that names a checkpoint must agree with it on each of them.
 ARCH_FIELDS = ("image_size", "ch", "ch_mult", "num_res_blocks", "latent_dim", "vocab_size", "quant_resi",
-               "share_quant_resi", "norm_groups")
+               "share_quant_resi", "norm_groups", "norm")
 
 
 class CheckpointMismatchError(ValueError):

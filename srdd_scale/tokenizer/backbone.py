@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+def group_norm(channels: int, groups: int) -> nn.Module:
+    """VAR's GroupNorm; `groups=0` means no normalisation (TokenizerConfig.norm="none")."""
+    if groups == 0:
+        return nn.Identity()
     return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 

@@ -42,6 +42,10 @@ class TokenizerConfig:
     quant_resi: float = 0.5  # Phi mixing ratio r in (1-r)*h + r*conv3x3(h)
     share_quant_resi: int = 4  # number of Phi convs shared across the scales (VAR's tick rule picks one)
     norm_groups: int = 32  # GroupNorm groups (VAR: 32); small CPU configs need fewer
+    # "group": VAR's GroupNorm before every conv. "none": no normalisation layers. Per-image GroupNorm
+    # erases each image's absolute colour, which flat-colour images are made of: the small shapes
+    # tokenizer learns colour several times faster without it (docs/LOG.md, 2026-11-26).
+    norm: Literal["group", "none"] = "group"
     checkpoint: Optional[str] = None  # load weights from here (our folder or VAR's .pth) instead of random init
 
     @property
@@ -65,8 +69,10 @@ class TokenizerConfig:
             )
         if not 0.0 < self.quant_resi <= 1.0:
             raise ConfigError(f"tokenizer.quant_resi={self.quant_resi}: expected a ratio in (0, 1]")
+        if self.norm not in ("group", "none"):
+            raise ConfigError(f"tokenizer.norm={self.norm!r}: expected 'group' (VAR) or 'none'")
         widths = {self.ch * m for m in self.ch_mult}
-        bad = sorted(w for w in widths if w % self.norm_groups)
+        bad = sorted(w for w in widths if w % self.norm_groups) if self.norm == "group" else []
         if bad:
             raise ConfigError(
                 f"tokenizer.norm_groups={self.norm_groups}: must divide every level width ch*ch_mult, "

@@ -25,7 +25,7 @@ class MultiScaleVQTokenizer(nn.Module):
         cfg.validate()
         self.config = cfg
         arch = dict(ch=cfg.ch, ch_mult=tuple(cfg.ch_mult), num_res_blocks=cfg.num_res_blocks,
-                    z_channels=cfg.latent_dim, groups=cfg.norm_groups)
+                    z_channels=cfg.latent_dim, groups=cfg.norm_groups if cfg.norm == "group" else 0)
         self.encoder = Encoder(**arch)
         self.decoder = Decoder(**arch)
         self.quantize = MultiScaleResidualQuantizer(cfg.vocab_size, cfg.latent_dim, cfg.patch_nums, cfg.quant_resi,

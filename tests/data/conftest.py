@@ -14,12 +14,13 @@ TINY_TOKENIZER = TokenizerConfig(image_size=32, ch=16, ch_mult=(1, 2, 2), num_re
 
 
 @pytest.fixture(autouse=True)
-def own_tmpdir(monkeypatch):
+def own_tmpdir(monkeypatch, tmp_path_factory):
     """streaming keeps filelocks in the temp dir; one per test so leftovers never collide (env.md).
 
     Short and under /tmp, not inside pytest's deep tmp_path: multiprocessing puts its AF_UNIX sockets in
     TMPDIR, and their paths may not exceed 107 characters.
     """
+    tmp_path_factory.getbasetemp()  # pytest's base temp dir is derived from TMPDIR once: fix it before we move it
     tmp = tempfile.mkdtemp(prefix="srdd-", dir="/tmp")
     monkeypatch.setenv("TMPDIR", tmp)
     monkeypatch.setattr(tempfile, "tempdir", None)

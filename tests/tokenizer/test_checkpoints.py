@@ -146,3 +146,15 @@ def test_build_from_checkpoint_checks_architecture(tiny_cfg, tiny_tokenizer, tmp
     with pytest.raises(CheckpointMismatchError, match=r"shape mismatches .*quantize.embedding.weight: "
                                                       r"checkpoint \(32, 8\) vs model \(32, 4\)"):
         load_tokenizer(tmp_path / "other")
+
+
+def test_norm_none_round_trips_without_groupnorm(tiny_cfg, images, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg, norm="none", norm_groups=3)  # groups are unused without GroupNorm
+    tokenizer = build_tokenizer(cfg).eval()
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in tokenizer.modules())
+    assert not any(".norm" in key for key in tokenizer.state_dict())
+    loaded = load_tokenizer(save_tokenizer(tokenizer, tmp_path / "tok"))
+    assert loaded.config.norm == "none" and loaded.identity() == tokenizer.identity()
+    assert torch.equal(loaded.decode(loaded.encode(images)), tokenizer.decode(tokenizer.encode(images)))
+    with pytest.raises(ConfigError, match=r"tokenizer.norm='batch': expected 'group' \(VAR\) or 'none'"):
+        dataclasses.replace(tiny_cfg, norm="batch").validate()

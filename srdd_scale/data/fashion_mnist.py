@@ -1,0 +1,62 @@
+"""Fashion-MNIST's idx files -> image folders with captions, so that every tool can read real images.
+
+The Debian package `dataset-fashion-mnist` installs the four original idx `.gz` files; the folder
+format (PNGs + `captions.jsonl`) is the one `data.source=folder` reads.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from srdd_scale.data.sources import CAPTIONS_FILE
+
+DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
+CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+               "ankle boot")
+SPLIT_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+IDX_UBYTE = 0x08  # the idx type code of unsigned bytes, the only one Fashion-MNIST uses
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """A gzipped idx file (magic 0x0000 type ndim, big-endian dims, then the data) -> uint8 array."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (Debian: apt-get install dataset-fashion-mnist)")
+    raw = gzip.decompress(path.read_bytes())
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UBYTE:
+        raise ValueError(f"{path}: not an unsigned-byte idx file (header {raw[:4].hex()!r}, expected 000008nn)")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != expected:
+        raise ValueError(f"{path}: {len(raw)} bytes, expected {expected} for shape {dims}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def write_split_folder(root: str | Path, split: str, output: str | Path, limit: int | None = None) -> int:
+    """Write the first `limit` images of `split` as PNGs + captions ("a photo of a sneaker"); returns the count."""
+    if split not in SPLIT_FILES:
+        raise ValueError(f"split={split!r}: expected one of {sorted(SPLIT_FILES)}")
+    image_file, label_file = (Path(root) / name for name in SPLIT_FILES[split])
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{image_file} / {label_file}: expected N x H x W images and N labels, "
+                         f"got shapes {images.shape} and {labels.shape}")
+    count = len(images) if limit is None else min(limit, len(images))
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(count):
+        name = f"{split}_{i:05d}.png"
+        Image.fromarray(images[i], mode="L").save(output / name)
+        records.append({"image": name, "caption": f"a photo of a {CLASS_NAMES[int(labels[i])]}"})
+    # the caption file is what makes the folder a data set, so it is written last and whole
+    staging = output / f".{CAPTIONS_FILE}.tmp"
+    staging.write_text("".join(json.dumps(r) + "\n" for r in records))
+    staging.replace(output / CAPTIONS_FILE)
+    return count
