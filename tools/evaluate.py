@@ -6,6 +6,7 @@
     python tools/evaluate.py --write-reference ref/ --split heldout --count 1000
     python tools/evaluate.py --fid samples/ ref/ --out eval.json
     python tools/evaluate.py --analyser-check --count 300
+    python tools/evaluate.py --tokenizer-ceiling runs/tok_shapes64/tokenizer --count 100
     python tools/evaluate.py --val-loss data/shapes/heldout --model exports/d2 --out val.json
 
 Each evaluation is one function below taking the parsed arguments and returning a JSON-able dict;
@@ -64,6 +65,23 @@ def evaluate_analyser(args) -> dict:
     return {"clean": clean, "softened": softened, "passed": clean["passed"]}
 
 
+def evaluate_tokenizer_ceiling(args) -> dict:
+    """The analyser on decode(encode(x)) of dataset images: the prompt accuracy a perfect transformer would get."""
+    import torch
+
+    from srdd_scale.eval.prompt_accuracy import analyser_accuracy
+    from srdd_scale.export.pipeline import images_to_pil, pil_to_images
+    from srdd_scale.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer_ceiling)
+
+    def round_trip(image, index):
+        with torch.no_grad():
+            return images_to_pil(tokenizer.decode(tokenizer.encode(pil_to_images([image], tokenizer.image_size))))[0]
+
+    return analyser_accuracy(args.seed, args.count, tokenizer.image_size, degrade=round_trip)
+
+
 def write_prompts(args) -> dict:
     """Prompts of dataset samples (with their attrs) for tools/sample.py --prompts-file."""
     from srdd_scale.data.shapes import iter_shapes
@@ -102,6 +120,7 @@ EVALUATIONS = (
     ("write_prompts", write_prompts),
     ("write_reference", write_reference),
     ("analyser_check", evaluate_analyser),
+    ("tokenizer_ceiling", evaluate_tokenizer_ceiling),
     ("fid", evaluate_fid),
     ("prompt_accuracy", evaluate_prompt_accuracy),
     ("val_loss", evaluate_val_loss),
@@ -115,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score samples against their prompts' shapes attrs (needs SAMPLES_DIR/prompts.jsonl)")
     parser.add_argument("--analyser-check", action="store_true",
                         help="measure the shapes analyser on --count dataset images per split (clean and softened)")
+    parser.add_argument("--tokenizer-ceiling", metavar="TOKENIZER",
+                        help="analyser accuracy on this tokenizer's reconstructions of --count images per split")
     parser.add_argument("--write-prompts", metavar="FILE", help="write --count dataset prompts+attrs as JSONL")
     parser.add_argument("--write-reference", metavar="DIR", help="write --count dataset images as PNGs")
     parser.add_argument("--val-loss", metavar="MDS_DIR",
@@ -130,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = parser.add_argument_group("prompt accuracy")
     grid.add_argument("--grid", help="grid PNG path (default: SAMPLES_DIR_prompt_accuracy_grid.png beside SAMPLES_DIR)")
     grid.add_argument("--grid-count", type=int, default=32, help="samples shown in the grid")
-    data = parser.add_argument_group("synthetic shapes (--write-*, --analyser-check)")
+    data = parser.add_argument_group("synthetic shapes (--write-*, --analyser-check, --tokenizer-ceiling)")
     data.add_argument("--split", choices=("train", "heldout"), default="heldout")
     data.add_argument("--count", type=int, default=64)
     data.add_argument("--seed", type=int, default=0)
@@ -143,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [(name, run) for name, run in EVALUATIONS if getattr(args, name)]
     if not chosen:
-        parser.error("choose at least one of --fid, --prompt-accuracy, --analyser-check, --write-prompts, "
-                     "--write-reference, --val-loss")
+        parser.error("choose at least one of --fid, --prompt-accuracy, --analyser-check, --tokenizer-ceiling, "
+                     "--write-prompts, --write-reference, --val-loss")
     try:
         results = {name: run(args) for name, run in chosen}
     except (FileNotFoundError, ValueError) as error:

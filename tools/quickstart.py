@@ -2,6 +2,7 @@
 
     python tools/quickstart.py                    # everything, into outputs/quickstart
     python tools/quickstart.py --out DIR --backend deepspeed
+    python tools/quickstart.py --tokenizer runs/tok_shapes64/tokenizer   # reuse a tokenizer trained before
 
 Steps (each one of the project's own tools, run as a subprocess exactly as a user would):
 tokenizer -> caption tokenizer -> MDS shards -> 2-process SRDD training (FSDP2 by default, or DeepSpeed ZeRO-2)
@@ -63,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=sorted(BACKEND_CONFIGS), default="fsdp",
                         help="training backend for the 2-process run")
     parser.add_argument("--nproc", type=int, default=2, help="training processes (torchrun --nproc_per_node)")
-    parser.add_argument("--tokenizer-minutes", type=float, default=3.0, help="tokenizer training budget")
+    parser.add_argument("--tokenizer-minutes", type=float, default=3.5, help="tokenizer training budget")
+    parser.add_argument("--tokenizer", help="reuse this trained shapes tokenizer (a folder written by "
+                        "tools/train_tokenizer.py) instead of training one")
     parser.add_argument("--steps", type=int, default=None, help="training steps, warmup = 10%% of them (default: configs/quickstart.yaml)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="synthetic training images to pretokenize (default: configs/quickstart.yaml)")
     parser.add_argument("--num-prompts", type=int, default=64, help="held-out prompts sampled and scored")
     args = parser.parse_args(argv)
 
@@ -72,13 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     tok_run, spm = out / "tokenizer", out / "text" / "shapes_spm"
+    tokenizer = Path(args.tokenizer).resolve() if args.tokenizer else tok_run / "tokenizer"
+    if args.tokenizer and not (tokenizer / "tokenizer.safetensors").is_file():
+        sys.exit(f"[quickstart] --tokenizer {args.tokenizer}: no tokenizer.safetensors there (expected a folder "
+                 "written by tools/train_tokenizer.py, e.g. RUN/tokenizer)")
     shards_train, shards_heldout = out / "shards" / "train", out / "shards" / "heldout"
     export_dir, samples = out / "export", out / "samples"
     prompts, eval_json = out / "heldout_prompts.jsonl", out / "prompt_accuracy.json"
 
-    overrides = [f"tokenizer.checkpoint={tok_run / 'tokenizer'}", f"text.tokenizer={spm}.model",
+    overrides = [f"tokenizer.checkpoint={tokenizer}", f"text.tokenizer={spm}.model",
                  f"data.train_path={shards_train}", f"data.heldout_path={shards_heldout}",
                  f"logging.output_dir={out / 'runs'}", "logging.run_name=quickstart"]
+    if args.train_images:
+        overrides.append(f"data.synthetic_train_samples={args.train_images}")
     if args.steps:
         overrides += [f"train.total_steps={args.steps}", f"train.warmup_steps={args.steps // 10}"]
     train_yaml = [str(QUICKSTART_CONFIG), str(ROOT / BACKEND_CONFIGS[args.backend])]
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         Step("image tokenizer", [py, "tools/train_tokenizer.py", "configs/tokenizer/shapes_64.yaml",
                                  f"tokenizer_train.max_minutes={args.tokenizer_minutes}", "--output", str(tok_run)],
-             lambda: (tok_run / "tokenizer" / "tokenizer.safetensors").is_file()),
+             lambda: (tokenizer / "tokenizer.safetensors").is_file()),
         Step("caption tokenizer", [py, "tools/train_text_tokenizer.py", "configs/text/shapes_spm.yaml",
                                    "--output", str(spm)],
              lambda: Path(f"{spm}.model").is_file()),
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": round(time.time() - start, 1),
         "step_time_s": timings,
         "paths": {
-            "tokenizer": str(tok_run / "tokenizer"), "shards": str(shards_train), "heldout_shards": str(shards_heldout),
+            "tokenizer": str(tokenizer), "shards": str(shards_train), "heldout_shards": str(shards_heldout),
             "run_dir": str(run_dir), "checkpoint": str(final_ckpt.parent), "loss_curve": str(run_dir / "plots"),
             "export": str(export_dir), "samples_grid": str(samples / "grid.png"),
             "prompt_grid": str(out / "prompt_grid.png"), "prompt_accuracy": str(eval_json),

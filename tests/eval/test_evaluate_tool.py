@@ -67,3 +67,21 @@ def test_errors_name_what_is_missing(tmp_path):
     assert done.returncode == 2 and "missing.pt" in done.stderr
     done = run_tool(cwd=tmp_path)
     assert done.returncode == 2 and "choose at least one" in done.stderr
+
+
+def test_tokenizer_ceiling_scores_reconstructions(tmp_path):
+    import torch
+
+    from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, save_tokenizer
+
+    torch.manual_seed(0)
+    untrained = build_tokenizer(TokenizerConfig(image_size=64, ch=8, ch_mult=(1, 2, 2, 2), num_res_blocks=1,
+                                                latent_dim=4, vocab_size=16, patch_nums=(1, 2, 4, 8),
+                                                share_quant_resi=2, norm="none"))
+    save_tokenizer(untrained, tmp_path / "tok")
+    done = run_tool("--tokenizer-ceiling", tmp_path / "tok", "--count", 4, "--out", "ceiling.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "ceiling.json").read_text())["tokenizer_ceiling"]
+    assert result["train"]["num_images"] == result["heldout"]["num_images"] == 4
+    # an untrained tokenizer returns no recognisable shapes (the analyser itself reads dataset images at 100%)
+    assert result["heldout"]["joint_colour_shape"] == 0.0 and not result["passed"]

@@ -96,6 +96,11 @@ def test_preempted_job_requeues_and_resumes_to_the_same_final_step(train_assets,
     # SLURM holds a requeued job for ~2 min (BeginTime) before it may start again; lift the hold.
     _wait_for(lambda: _job_field(job_id, "Restarts") == "1" and _job_field(job_id, "JobState") == "PENDING", 300,
               "the job to be requeued", log)
+    # Lifting it while the node still tears down the first run once got the restart killed with it
+    # (proctrack/linuxproc, no cgroups): wait until no node is COMPLETING, plus a margin.
+    _wait_for(lambda: "comp" not in subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True,
+                                                    text=True).stdout.lower(), 120, "the node to finish the first run", log)
+    time.sleep(3)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     state = _wait_until_ended(job_id, log)
     text = log.read_text()
