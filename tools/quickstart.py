@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=sorted(BACKEND_CONFIGS), default="fsdp",
                         help="training backend for the 2-process run")
     parser.add_argument("--nproc", type=int, default=2, help="training processes (torchrun --nproc_per_node)")
-    parser.add_argument("--tokenizer-minutes", type=float, default=3.5, help="tokenizer training budget")
+    parser.add_argument("--tokenizer-minutes", type=float, default=3.0, help="tokenizer training budget")
     parser.add_argument("--tokenizer", help="reuse this trained shapes tokenizer (a folder written by "
                         "tools/train_tokenizer.py) instead of training one")
     parser.add_argument("--steps", type=int, default=None, help="training steps, warmup = 10%% of them (default: configs/quickstart.yaml)")
