@@ -37,7 +37,8 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done already, reusing its outputs") == 8
 
-    reused = quickstart(tmp_path / "reuse", "--tokenizer", summary["paths"]["tokenizer"])
+    # a train_tokenizer run folder is accepted as well as the tokenizer folder inside it
+    reused = quickstart(tmp_path / "reuse", "--tokenizer", str(Path(summary["paths"]["tokenizer"]).parent))
     assert reused.returncode == 0, reused.stderr[-3000:]
     assert "[quickstart] image tokenizer: done already" in reused.stdout
     assert not (tmp_path / "reuse" / "tokenizer").exists()

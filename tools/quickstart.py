@@ -2,7 +2,7 @@
 
     python tools/quickstart.py                    # everything, into outputs/quickstart
     python tools/quickstart.py --out DIR --backend deepspeed
-    python tools/quickstart.py --tokenizer runs/tok_shapes64/tokenizer   # reuse a tokenizer trained before
+    python tools/quickstart.py --tokenizer runs/tok_shapes64   # reuse a tokenizer trained before (its run folder)
 
 Steps (each one of the project's own tools, run as a subprocess exactly as a user would):
 tokenizer -> caption tokenizer -> MDS shards -> 2-process SRDD training (FSDP2 by default, or DeepSpeed ZeRO-2)
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srdd_scale.config import load_config  # noqa: E402
+from srdd_scale.tokenizer.api import RUN_SUBFOLDER, WEIGHTS_FILE, saved_tokenizer_path  # noqa: E402
 from srdd_scale.utils.rundir import run_dir_for  # noqa: E402
 
 QUICKSTART_CONFIG = ROOT / "configs" / "quickstart.yaml"
@@ -77,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     tok_run, spm = out / "tokenizer", out / "text" / "shapes_spm"
-    tokenizer = Path(args.tokenizer).resolve() if args.tokenizer else tok_run / "tokenizer"
-    if args.tokenizer and not (tokenizer / "tokenizer.safetensors").is_file():
-        sys.exit(f"[quickstart] --tokenizer {args.tokenizer}: no tokenizer.safetensors there (expected a folder "
-                 "written by tools/train_tokenizer.py, e.g. RUN/tokenizer)")
+    tokenizer = saved_tokenizer_path(Path(args.tokenizer).resolve()) if args.tokenizer else tok_run / RUN_SUBFOLDER
+    if args.tokenizer and not (tokenizer / WEIGHTS_FILE).is_file():
+        sys.exit(f"[quickstart] --tokenizer {args.tokenizer}: no {WEIGHTS_FILE} there (expected a run folder of "
+                 "tools/train_tokenizer.py or the tokenizer folder inside it)")
     shards_train, shards_heldout = out / "shards" / "train", out / "shards" / "heldout"
     export_dir, samples = out / "export", out / "samples"
     prompts, eval_json = out / "heldout_prompts.jsonl", out / "prompt_accuracy.json"
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         Step("image tokenizer", [py, "tools/train_tokenizer.py", "configs/tokenizer/shapes_64.yaml",
                                  f"tokenizer_train.max_minutes={args.tokenizer_minutes}", "--output", str(tok_run)],
-             lambda: (tokenizer / "tokenizer.safetensors").is_file()),
+             lambda: (tokenizer / WEIGHTS_FILE).is_file()),
         Step("caption tokenizer", [py, "tools/train_text_tokenizer.py", "configs/text/shapes_spm.yaml",
                                    "--output", str(spm)],
              lambda: Path(f"{spm}.model").is_file()),

@@ -54,14 +54,20 @@ def save_tokenizer(tokenizer: MultiScaleVQTokenizer, folder: str | Path) -> Path
     return folder
 
 
+def saved_tokenizer_path(path: str | Path) -> Path:
+    """`path` itself, or the tokenizer a train_tokenizer run folder saved (RUN/tokenizer) when `path` is one."""
+    path = Path(path)
+    if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RUN_SUBFOLDER / CONFIG_FILE).is_file():
+        return path / RUN_SUBFOLDER
+    return path
+
+
 def load_tokenizer(path: str | Path, patch_nums: tuple[int, ...] | None = None) -> MultiScaleVQTokenizer:
     """Load our folder format (or a train_tokenizer run folder) or VAR's .pth (detected by its keys); eval mode.
 
     `patch_nums` replaces the saved schedule (it must end at the same latent grid).
     """
-    path = Path(path)
-    if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RUN_SUBFOLDER / CONFIG_FILE).is_file():
-        path = path / RUN_SUBFOLDER  # a training run folder: use the tokenizer it saved
+    path = saved_tokenizer_path(path)
     if path.is_dir():
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
