@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from srdd_scale.analysis.benchmarks import BENCHES, render_markdown
-from srdd_scale.utils.rundir import provenance
+from srdd_scale.utils.rundir import bench_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = (0 if args.gpu else 1) if args.threads is None else args.threads
     started = time.perf_counter()
-    prov = provenance()
+    prov = bench_provenance()
     load_start = os.getloadavg()[0]
     benches = {}
     with tempfile.TemporaryDirectory(prefix="bench_all_") as tmp:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode, "omp_num_threads": threads or None, "benches": benches,
         "total_seconds": time.perf_counter() - started,
         "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
-        "provenance": {k: v for k, v in prov.items() if k != "git_diff"}, "git_dirty": bool(prov["git_diff"]),
+        "provenance": prov,
         "results_file": str(results_file.relative_to(ROOT) if results_file.is_relative_to(ROOT) else results_file),
     }
     results_file.parent.mkdir(parents=True, exist_ok=True)

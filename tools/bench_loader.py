@@ -25,7 +25,7 @@ import numpy as np
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.loader import build_dataloader, release_stale_shared_memory
 from srdd_scale.data.mds import META_FILE, SCHEMA_VERSION, open_writer, read_meta, sample_record, write_json
-from srdd_scale.utils.rundir import provenance
+from srdd_scale.utils.rundir import bench_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -101,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{workers:>8} {args.batch_size:>6} {row['samples']:>8} {row['first_batch_s']:>14.2f} "
                   f"{row['samples_per_s']:>10.0f}", flush=True)
-    prov = provenance()
     report = {"bench": "loader", "data": args.data or f"random codes ({args.samples} x 680 tokens)",
-              "results": rows, "provenance": {k: v for k, v in prov.items() if k != "git_diff"},
-              "git_dirty": bool(prov["git_diff"])}
+              "results": rows, "provenance": bench_provenance()}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or ROOT / "artifacts" / "bench" / f"bench_loader-{stamp}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

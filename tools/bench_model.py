@@ -27,7 +27,7 @@ from srdd_scale.model.flops import flops_per_image
 from srdd_scale.model.loss import scale_losses
 from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, split_codes
-from srdd_scale.utils.rundir import provenance
+from srdd_scale.utils.rundir import bench_provenance
 
 VAR_256 = "1,2,3,4,5,6,8,10,13,16"
 MASKS = ("markovian", "markovian_prev", "block_causal")
@@ -220,11 +220,10 @@ def main() -> None:
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
         print(f"{r['kind']:<7}{r['depth']:>6}  {r['mask']:<15}{rate:>22}{tflops:>10}{peak:>11}")
 
-    prov = provenance()
     record = {
         "tool": "bench_model", "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
         "device": str(device), "results": results,
-        "provenance": {k: v for k, v in prov.items() if k != "git_diff"}, "git_dirty": bool(prov["git_diff"]),
+        "provenance": bench_provenance(),
     }
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or f"artifacts/bench/bench_model-{stamp}.json")

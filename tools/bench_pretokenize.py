@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -30,7 +27,7 @@ from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
 from srdd_scale.config import load_config
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
-from srdd_scale.utils.rundir import library_versions, machine_info
+from srdd_scale.utils.rundir import bench_provenance
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
 
@@ -86,11 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                                 text=text_cfg)
         results.append(_run("var256", var, _tokenizer_config("var_256.yaml"), text_tokenizer, tmp / "var256", args.device))
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = {"bench": "pretokenize", "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "git_commit": commit, "machine": machine_info(), "torch_threads": torch.get_num_threads(),
-              "load_average_1m": os.getloadavg()[0],
-              "libraries": library_versions(), "results": results}
+    report = {"bench": "pretokenize", "torch_threads": torch.get_num_threads(), "results": results,
+              "provenance": bench_provenance()}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

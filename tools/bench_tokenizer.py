@@ -21,7 +21,7 @@ import torch
 from srdd_scale.config import load_config
 from srdd_scale.tokenizer import build_tokenizer, load_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
-from srdd_scale.utils.rundir import provenance
+from srdd_scale.utils.rundir import bench_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = ("configs/tokenizer/shapes_64.yaml", "configs/tokenizer/var_256.yaml")
@@ -101,7 +101,7 @@ def main() -> None:
     report = {"bench": "tokenizer", "device": str(device), "precision": args.precision,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-              "repeats": args.repeats, "results": rows, "provenance": provenance()}
+              "repeats": args.repeats, "results": rows, "provenance": bench_provenance()}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or ROOT / "artifacts" / "bench" / f"bench_tokenizer-{stamp}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

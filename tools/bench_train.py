@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -114,15 +113,6 @@ def worker(args: argparse.Namespace) -> None:
         destroy_distributed()
 
 
-def machine() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -177,8 +167,10 @@ def main() -> None:
                     record["error"] = (proc.stdout + proc.stderr)[-3000:]
                 print(json.dumps(record), flush=True)
                 records.append(record)
-    Path(args.out).write_text(json.dumps({"machine": machine(), "preset": args.preset, "settings": preset,
-                                          "records": records}, indent=2))
+    from srdd_scale.utils.rundir import bench_provenance
+
+    Path(args.out).write_text(json.dumps({"preset": args.preset, "settings": preset, "records": records,
+                                          "provenance": bench_provenance()}, indent=2))
 
 
 if __name__ == "__main__":

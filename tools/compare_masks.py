@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from srdd_scale.analysis.compare_masks import eval_curve, plot_curves, summary_table, train_overrides
     from srdd_scale.export.export import export_checkpoint
     from srdd_scale.train.callbacks.loggers import read_metrics
-    from srdd_scale.utils.rundir import provenance
+    from srdd_scale.utils.rundir import bench_provenance
 
     started = time.perf_counter()
     work = Path(args.work).resolve()
@@ -211,10 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"d{settings.depth}, {settings.steps} steps x {settings.global_batch_size} images, seed {settings.seed}, "
              f"synthetic shapes (held-out attribute pairs)")
     plot = plot_curves(results, work / "compare_masks.png", title)
-    prov = provenance()
     report = {"tool": "compare_masks", "settings": asdict(settings), "inputs": inputs, "results": results,
               "plot": str(plot), "wall_seconds": time.perf_counter() - started,
-              "provenance": {k: v for k, v in prov.items() if k != "git_diff"}, "git_dirty": bool(prov["git_diff"])}
+              "provenance": bench_provenance()}
     out = work / "compare_masks.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(summary_table(results))

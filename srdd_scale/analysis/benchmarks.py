@@ -107,7 +107,7 @@ def render_markdown(collected: dict) -> str:
         f"Latest `python tools/bench_all.py{' --gpu' if collected['mode'] == 'gpu' else ''}` run "
         f"({collected['mode']} sizes), {prov['time_utc']} on `{machine['hostname']}` ({device}; "
         f"{machine['platform']}), commit `{(prov['git_commit'] or '?')[:12]}`"
-        f"{' (dirty tree)' if collected['git_dirty'] else ''}; OMP_NUM_THREADS="
+        f"{' (dirty tree)' if prov['git_dirty'] else ''}; OMP_NUM_THREADS="
         f"{collected.get('omp_num_threads') or 'unset'} per process; torch {libs.get('torch')}, deepspeed "
         f"{libs.get('deepspeed')}, mosaicml-streaming {libs.get('mosaicml-streaming')}. "
         f"Load average at start: {collected['load_average_start']:.1f} (the machine may be shared: treat CPU "

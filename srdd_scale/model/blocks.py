@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @dataclass
@@ -47,6 +48,19 @@ class LayerKV:
             if self.keep is not None:
                 self.chunks = self.chunks[-self.keep :]
         return k_all, v_all
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SDPA with scale 1 (q and k arrive normalised, q times the temperature); [B, H, N, D] in and out.
+
+    On CPU it pins the math backend: at our sequence lengths (one scale, <= a few hundred tokens) the fused
+    CPU flash kernel's backward alone took a third of a d4 training step, and the whole step ran ~1.2-1.5x
+    slower than with the math path (docs/LOG.md, 2026-11-26 session 3).
+    """
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -102,14 +116,14 @@ class SelfAttention(_QKNormAttention):
         if layout.segments is not None:
             # Block-diagonal (markovian): scales are independent sequences, no mask tensor needed.
             outs = [
-                F.scaled_dot_product_attention(qs, ks, vs, scale=1.0)
+                attention(qs, ks, vs)
                 for qs, ks, vs in zip(
                     q.split(layout.segments, 2), k.split(layout.segments, 2), v.split(layout.segments, 2)
                 )
             ]
             out = torch.cat(outs, dim=2)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, scale=1.0)
+            out = attention(q, k, v, layout.mask)
         return self._merge(out)
 
 
@@ -133,7 +147,7 @@ class CrossAttention(_QKNormAttention):
             if kv is not None:
                 kv.ctx_kv = (k, v)
         q, k = self._normalise(self._split(self.q(x)), k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx_valid[:, None, None, :], scale=1.0)
+        out = attention(q, k, v, ctx_valid[:, None, None, :])
         return self._merge(out)
 
 

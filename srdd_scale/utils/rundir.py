@@ -76,6 +76,14 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def bench_provenance() -> dict[str, Any]:
+    """What every benchmark JSON records: provenance() without the (long) diff, whether the tree was dirty, and the
+    1-minute load average, because CPU rates on a shared machine are only lower bounds."""
+    prov = provenance()
+    return {**{k: v for k, v in prov.items() if k != "git_diff"}, "git_dirty": bool(prov["git_diff"]),
+            "load_average_1m": os.getloadavg()[0]}
+
+
 def prepare_run_dir(run_dir: str | Path, cfg: Any) -> Path:
     """Create the run directory layout and write config.yaml + provenance.json (rank 0 only)."""
     run_dir = Path(run_dir)

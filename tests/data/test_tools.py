@@ -143,4 +143,4 @@ def test_bench_pretokenize_smoke(tmp_path, monkeypatch):
     small, var = report["results"]
     assert (small["config"], small["written"], small["tokens_per_image"]) == ("small", 8, 130)
     assert (var["config"], var["written"], var["tokens_per_image"], var["image_size"]) == ("var256", 1, 680, 256)
-    assert small["images_per_s"] > 0 and var["images_per_s"] > 0 and report["machine"]["cpu_count"]
+    assert small["images_per_s"] > 0 and var["images_per_s"] > 0 and report["provenance"]["machine"]["cpu_count"]

@@ -33,3 +33,13 @@ def test_run_dir_is_keyed_by_config_and_holds_provenance(tmp_path):
     assert prov["libraries"]["torch"]
     assert prov["machine"]["cpu_count"] >= 1
     assert (run_dir / "checkpoints").is_dir()
+
+
+def test_bench_provenance_has_commit_machine_and_load_but_no_diff():
+    from srdd_scale.utils.rundir import bench_provenance
+
+    prov = bench_provenance()
+    assert "git_diff" not in prov and isinstance(prov["git_dirty"], bool)
+    assert prov["machine"]["cpu_count"] >= 1 and prov["libraries"]["torch"]
+    assert prov["load_average_1m"] >= 0
+    json.dumps(prov)  # every bench writes it as JSON
