@@ -238,7 +238,10 @@ def load_saved_config(path: str | Path, cls: type | None = None):
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """Every tool takes YAML files and ``key=value`` overrides the same way, plus ``--print-config``."""
+    """Every tool takes YAML files and ``key=value`` overrides the same way, plus ``--print-config``.
+
+    Tools parse with ``parser.parse_intermixed_args`` so that paths and overrides may sit on both sides of options.
+    """
     parser.add_argument(
         "config_args",
         nargs="*",

@@ -90,3 +90,25 @@ def test_run_config_rejects_a_patch_schedule_not_ending_at_the_latent_size():
 def test_run_config_unknown_section_lists_valid_sections():
     with pytest.raises(ConfigError, match=r"unknown config key 'modle'; did you mean model\?"):
         load_config([], ["modle.depth=4"])
+
+
+@pytest.mark.parametrize("tool, config, override", [
+    ("train.py", "configs/quickstart.yaml", "train.total_steps=70"),
+    ("train_tokenizer.py", "configs/tokenizer/shapes_64.yaml", "tokenizer_train.steps=7"),
+    ("pretokenize.py", "configs/data/shapes.yaml", "data.seed=7"),
+    ("train_text_tokenizer.py", "configs/text/shapes_spm.yaml --output unused.model", "text.max_length=7"),
+    ("sweep.py", "configs/sweep/demo_cpu.yaml", "fit.seed=7"),
+])
+def test_tools_take_overrides_after_options(tool, config, override):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config, *options = config.split()
+    proc = subprocess.run([sys.executable, f"tools/{tool}", config, "--print-config", *options, override], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    section, key_value = override.split(".", 1)
+    key, value = key_value.split("=")
+    assert yaml.safe_load(proc.stdout)[section][key] == int(value)

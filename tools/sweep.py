@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="SLURM: return after submitting (fit later with `sweep.py fit`)")
     parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
                         help="trainer override added to every point (repeatable)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
     base = config_from_args(args, SweepConfig)
     try:
         sweep = dataclasses.replace(base, train_overrides=(*base.train_overrides, *args.train))

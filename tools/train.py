@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.add_argument("--stop-at-step", type=int, default=None,
                         help="save a checkpoint and exit 0 once this many steps are done (the run stays resumable)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
     cfg = config_from_args(args)
 
     from srdd_scale.train import run

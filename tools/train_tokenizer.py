@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--output", help="run folder (created; resumed when it already holds checkpoints)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
     cfg = config_from_args(args, TokenizerRunConfig)
     if not args.output:
         parser.error("--output DIR is required")
