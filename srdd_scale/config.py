@@ -240,7 +240,7 @@ def load_saved_config(path: str | Path, cls: type | None = None):
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """Every tool takes YAML files and ``key=value`` overrides the same way, plus ``--print-config``.
 
-    Tools parse with ``parser.parse_intermixed_args`` so that paths and overrides may sit on both sides of options.
+    Parse with ``parse_config_args`` so that paths and overrides may sit on both sides of options.
     """
     parser.add_argument(
         "config_args",
@@ -249,6 +249,12 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         help="YAML config files (merged in order) followed by key=value overrides, e.g. model.depth=8",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def parse_config_args(parser: argparse.ArgumentParser, argv: typing.Sequence[str] | None) -> argparse.Namespace:
+    """Parse a tool's command line built with ``add_config_args``: YAML paths and ``key=value`` overrides may come
+    before and after options (``train.py a.yaml --stop-at-step 5 k=v``), which plain ``parse_args`` rejects."""
+    return parser.parse_intermixed_args(argv)
 
 
 def config_from_args(args: argparse.Namespace, cls: type | None = None, default_yaml: typing.Sequence[str] = ()):

@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     threads = (0 if args.gpu else 1) if args.threads is None else args.threads
     started = time.perf_counter()
     prov = bench_provenance()
-    load_start = os.getloadavg()[0]
     benches = {}
     with tempfile.TemporaryDirectory(prefix="bench_all_") as tmp:
         for bench in BENCHES:
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     collected = {
         "mode": mode, "omp_num_threads": threads or None, "benches": benches,
         "total_seconds": time.perf_counter() - started,
-        "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
+        "load_average_start": prov["load_average_1m"], "load_average_end": os.getloadavg()[0],
         "provenance": prov,
         "results_file": str(results_file.relative_to(ROOT) if results_file.is_relative_to(ROOT) else results_file),
     }

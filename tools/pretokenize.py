@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from srdd_scale.config import ConfigError, add_config_args, config_from_args, load_config
+from srdd_scale.config import ConfigError, add_config_args, config_from_args, load_config, parse_config_args
 from srdd_scale.data.mds import COMPLETE_FILE
 from srdd_scale.data.pretokenize import PretokenizeConfig, merge_parts, part_dir, pretokenize_part
 from srdd_scale.data.sources import iter_captions, list_inputs, resolve_source
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                         "1,3,5,8,13,16 for a reduced-schedule (distilled) model; it must end at the latent size")
     parser.add_argument("--tokenizer-minutes", type=float, default=5.0,
                         help="training budget of the default shapes tokenizer when none exists yet")
-    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
+    args = parse_config_args(parser, argv)
     if args.input:
         args.config_args.append(f"data.input={args.input}")
     # The run's own YAML (RunConfig: data/text/tokenizer plus the sections training reads) works here too.

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 
-from srdd_scale.config import ConfigError, add_config_args, config_from_args
+from srdd_scale.config import ConfigError, add_config_args, config_from_args, parse_config_args
 from srdd_scale.sweep.config import SweepConfig
 from srdd_scale.sweep.fit import FitError
 from srdd_scale.sweep.grid import plan, sweep_dir
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="SLURM: return after submitting (fit later with `sweep.py fit`)")
     parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
                         help="trainer override added to every point (repeatable)")
-    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
+    args = parse_config_args(parser, argv)
     base = config_from_args(args, SweepConfig)
     try:
         sweep = dataclasses.replace(base, train_overrides=(*base.train_overrides, *args.train))

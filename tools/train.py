@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from srdd_scale.config import add_config_args, config_from_args
+from srdd_scale.config import add_config_args, config_from_args, parse_config_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.add_argument("--stop-at-step", type=int, default=None,
                         help="save a checkpoint and exit 0 once this many steps are done (the run stays resumable)")
-    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
+    args = parse_config_args(parser, argv)
     cfg = config_from_args(args)
 
     from srdd_scale.train import run

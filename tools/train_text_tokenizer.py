@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import sys
 
-from srdd_scale.config import ConfigError, add_config_args, config_from_args
+from srdd_scale.config import ConfigError, add_config_args, config_from_args, parse_config_args
 from srdd_scale.data.pretokenize import PretokenizeConfig
 from srdd_scale.data.sources import iter_captions
 from srdd_scale.run_config import RunConfig
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, help="target vocabulary (default: text.vocab_size)")
     parser.add_argument("--max-captions", type=int, default=1_000_000, help="captions read from the corpus")
     parser.add_argument("--seed", type=int, default=0, help="sentencepiece sampling seed")
-    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
+    args = parse_config_args(parser, argv)
     if args.input:
         args.config_args.append(f"data.input={args.input}")
     # The run's own YAML (RunConfig: data/text/tokenizer plus the sections training reads) works here too.

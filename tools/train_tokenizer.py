@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from srdd_scale.config import add_config_args, config_from_args
+from srdd_scale.config import add_config_args, config_from_args, parse_config_args
 from srdd_scale.tokenizer.config import TokenizerRunConfig
 from srdd_scale.tokenizer.train import train_tokenizer
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--output", help="run folder (created; resumed when it already holds checkpoints)")
-    args = parser.parse_intermixed_args(argv)  # YAML paths and key=value may come before and after options
+    args = parse_config_args(parser, argv)
     cfg = config_from_args(args, TokenizerRunConfig)
     if not args.output:
         parser.error("--output DIR is required")
