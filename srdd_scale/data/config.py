@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from srdd_scale.config import ConfigError
+from srdd_scale.config import ConfigError, require
 
 SOURCES = ("auto", "synthetic", "folder", "webdataset")
 
@@ -44,6 +44,7 @@ class DataConfig:
             raise ConfigError(f"data.image_size={self.image_size}: expected >= 16 pixels")
         if self.resize_ratio < 1.0:
             raise ConfigError(f"data.resize_ratio={self.resize_ratio}: expected >= 1.0 (resize, then crop)")
+        require(self.seed >= 0, "data.seed", self.seed, "an int >= 0")
         for key in ("min_size", "synthetic_train_samples", "synthetic_heldout_samples", "decode_workers",
                     "shuffle_block_size", "num_workers", "predownload"):
             if getattr(self, key) < 0:
