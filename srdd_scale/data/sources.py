@@ -275,10 +275,13 @@ def _isolated(key: str, make) -> RawSample:
 
 
 def _tar_members(path: str) -> Iterator[tuple[str, str, tarfile.TarFile, tarfile.TarInfo]]:
-    """(key, extension, tar, member) in archive order, streaming (``r|*``: no random access needed)."""
+    """(key, extension, tar, member) in archive order, streaming (``r|*``: no random access needed).
+
+    Folders are passed over; links, FIFOs and devices come out, so that their sample is counted.
+    """
     with tarfile.open(path, mode="r|*") as tar:
         for member in tar:
-            if not member.isfile():
+            if member.isdir():
                 continue
             directory, _, base = member.name.rpartition("/")
             stem, dot, ext = base.partition(".")
@@ -327,7 +330,9 @@ def _tar_samples(cfg: DataConfig, path: str, first_index: int, worker: int, num_
                 seen.add(key)
                 index += 1
             if index % num_workers == worker and problem is None:
-                if member.size > cfg.max_file_bytes:
+                if not member.isfile():
+                    problem, files = "not_a_regular_file", {}
+                elif member.size > cfg.max_file_bytes:
                     problem, files = "file_too_large", {}
                 else:
                     files[ext] = tar.extractfile(member).read()
