@@ -42,6 +42,9 @@ class DataConfig:
     shuffle_block_size: int = 0  # streaming's shuffle block size (0: streaming's default)
     num_workers: int = 2  # DataLoader workers reading shards
     predownload: int = 0  # samples to fetch ahead per worker for remote data (0: streaming's default)
+    # size: every shard exists with its index.json size (one stat each); hash: also its xxh64, read in full
+    # (local shards at open by each node's first rank; remote shards as they are downloaded). docs/storage.md
+    verify_shards: Literal["size", "hash"] = "size"
 
     def validate(self) -> None:
         if self.image_size < 16:
