@@ -171,7 +171,7 @@ def test_analyse_writes_fits_and_readable_plots(tmp_path):
 
 
 def test_fit_scaling_cli(tmp_path, capsys):
-    from tools.fit_scaling import main
+    from srdd_scale.cli.fit_scaling import main
 
     assert main([str(tmp_path)]) == 2
     assert "no results under" in capsys.readouterr().err
