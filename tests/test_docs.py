@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = ROOT / "docs" / "method.md"
-CODE_DIRS = ("srdd_scale", "tools", "tests", "configs")
+CODE_DIRS = ("srdd_scale", "tools", "tests", "configs", "slurm")
 SUFFIXES = {".py", ".yaml", ".yml", ".sh", ".md", ".toml"}
 HEADING = re.compile(r"^#{2,4} §(\d+(?:\.\d+)*) ", re.MULTILINE)
 # "docs/method.md §6.5, §9.10", "docs/method.md §5.2 / §9.3", "docs/method.md §4.3-§4.5": every § after the path,
