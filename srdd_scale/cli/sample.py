@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, help="0 = off")
     parser.add_argument("--top-p", type=float, help="1 = off")
     parser.add_argument("--temperature", type=float)
-    parser.add_argument("--mr-steps", type=int, help="mask-resampling rounds per scale (srdd-method.md §4.1)")
+    parser.add_argument("--mr-steps", type=int, help="mask-resampling rounds per scale (docs/method.md §6.5)")
     parser.add_argument("--p-resample", type=float, help="mask-resampling probability threshold")
     parser.add_argument("--schedule", help="comma-separated subset of the model's patch_nums (default: all of them)")
     parser.add_argument("--seed", type=int, default=0)

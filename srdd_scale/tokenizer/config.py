@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from srdd_scale.config import ConfigError
 from srdd_scale.data.config import DataConfig
 
-# VAR's 256 px schedule (srdd-method.md §7.1): 10 scales, 680 tokens on a 16x16 latent.
+# VAR's 256 px schedule (docs/method.md §2.3): 10 scales, 680 tokens on a 16x16 latent.
 VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 # Codes are stored as uint16 in the MDS shards (docs/contracts.md), which caps the codebook.
 MAX_VOCAB_SIZE = 1 << 16
@@ -30,7 +30,7 @@ def check_patch_nums(patch_nums: tuple[int, ...], latent_size: int, key: str = "
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; srdd-method.md §7.1)."""
+    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; docs/method.md §2.1)."""
 
     image_size: int = 256  # side of the square input images in pixels
     ch: int = 160  # base channel width of the CNN encoder/decoder
