@@ -23,10 +23,10 @@ import numpy as np
 
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.loader import build_dataloader, release_stale_shared_memory
+from srdd_scale.model.config import VAR_PATCH_NUMS_256 as VAR_256
 from srdd_scale.data.mds import META_FILE, SCHEMA_VERSION, open_writer, read_meta, sample_record, write_json
 from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT, bench_provenance
 
-VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -23,14 +23,14 @@ import torch
 
 from srdd_scale.cli import tool_command
 from srdd_scale.model import ModelConfig, SamplingConfig, build_model
+from srdd_scale.model.config import MASK_MODES as MASKS, VAR_PATCH_NUMS_256
 from srdd_scale.model.flops import flops_per_image
 from srdd_scale.model.loss import scale_losses
 from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, split_codes
 from srdd_scale.utils.rundir import bench_provenance
 
-VAR_256 = "1,2,3,4,5,6,8,10,13,16"
-MASKS = ("markovian", "markovian_prev", "block_causal")
+VAR_256 = ",".join(str(p) for p in VAR_PATCH_NUMS_256)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from srdd_scale.model.config import VAR_PATCH_NUMS_256 as VAR_256
 from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT
 
-VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PRESETS = {
     "cpu": dict(world=2, backends=["ddp", "fsdp", "zero1", "zero2", "zero3"], depths=[2, 4], patch_nums=[1, 2, 4, 8],
                 image_size=16, micro_batch=4, steps=6, warmup=2, precision="fp32", samples=256),
@@ -79,12 +79,12 @@ def write_assets(folder: Path, patch_nums: list[int], image_size: int, samples: 
 
 def worker(args: argparse.Namespace) -> None:
     """One rank: the trainer's own setup and train_step, timed without checkpoints or logging."""
-    from srdd_scale.config import load_config
+    from srdd_scale.run_config import RunConfig
     from srdd_scale.train.callbacks.speed import SpeedMonitor
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
-    cfg = load_config([], args.overrides)
+    cfg = RunConfig.load([], args.overrides)
     env = init_distributed()
     try:
         trainer = Trainer(cfg, env, device_for(env))

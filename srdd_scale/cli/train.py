@@ -12,6 +12,7 @@ import json
 import sys
 
 from srdd_scale.config import add_config_args, config_from_args, parse_config_args
+from srdd_scale.run_config import RunConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at-step", type=int, default=None,
                         help="save a checkpoint and exit 0 once this many steps are done (the run stays resumable)")
     args = parse_config_args(parser, argv)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, RunConfig)
 
     from srdd_scale.train import run
 
