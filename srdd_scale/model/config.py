@@ -13,7 +13,7 @@ except ImportError:
 
 MaskMode = Literal["markovian", "markovian_prev", "block_causal"]
 MASK_MODES: tuple[str, ...] = get_args(MaskMode)
-# VAR's 256 px schedule (srdd-method.md §7.1): 10 scales, 680 tokens on a 16x16 latent. Defined here, the
+# VAR's 256 px schedule (docs/method.md §2.3): 10 scales, 680 tokens on a 16x16 latent. Defined here, the
 # package's base layer, because the exported remote code (hf.py) needs it too.
 VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
