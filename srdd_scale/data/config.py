@@ -22,7 +22,7 @@ class DataConfig:
     seed: int = 0  # synthetic shapes seed (the data set is a pure function of it)
     synthetic_train_samples: int = 2048  # size of the synthetic `train` split that pretokenize writes
     synthetic_heldout_samples: int = 256  # size of the synthetic `heldout` split (0: do not write it)
-    # --- preprocessing (VAR resizes the short side to 1.125x then crops; srdd-method.md §7.3)
+    # --- preprocessing (VAR resizes the short side to 1.125x then crops; docs/method.md §8.3)
     resize_ratio: float = 1.125  # short side is resized to round(resize_ratio * image_size), then centre-cropped
     min_size: int = 0  # images whose short side is below this are skipped as `too_small` (0: keep all)
     max_image_pixels: int = 89_478_485  # larger images are skipped as `decompression_bomb` (Pillow's default)

@@ -66,7 +66,7 @@ def image_to_uint8(image: Image.Image, image_size: int, resize_ratio: float = 1.
     """Orient by EXIF, convert to RGB, resize the short side to ``resize_ratio * image_size`` and centre-crop.
 
     Returns uint8 [image_size, image_size, 3] (4x less to ship between processes than floats).
-    VAR resizes to 1.125x then crops (srdd-method.md §7.3); the crop is central here because
+    VAR resizes to 1.125x then crops (docs/method.md §8.3); the crop is central here because
     pretokenized codes are fixed per image, unlike VAR's per-epoch random crop.
     """
     width, height = image.size

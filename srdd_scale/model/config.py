@@ -13,7 +13,7 @@ except ImportError:
 
 MaskMode = Literal["markovian", "markovian_prev", "block_causal"]
 MASK_MODES: tuple[str, ...] = get_args(MaskMode)
-# VAR's 256 px schedule (srdd-method.md §7.1): 10 scales, 680 tokens on a 16x16 latent. Defined here, the
+# VAR's 256 px schedule (docs/method.md §2.3): 10 scales, 680 tokens on a 16x16 latent. Defined here, the
 # package's base layer, because the exported remote code (hf.py) needs it too.
 VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -27,7 +27,7 @@ def _require(ok: bool, key: str, value: object, expected: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """VAR's transformer (srdd-method.md §7.2) with SRDD's Markovian mask (§2.2) and text cross-attention.
+    """VAR's transformer (docs/method.md §4) with SRDD's Markovian mask (§3.1) and text cross-attention.
 
     Everything but `depth` is derived by default (nanoGPT-style single size knob): width 64*depth,
     depth heads of 64 channels, drop-path 0.1*depth/24. `width`/`num_heads` exist only for ablations.
@@ -39,8 +39,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # MLP hidden width / C (VAR: 4, GELU-tanh)
     drop_path_rate: float = -1.0  # max stochastic depth (last block); -1 = 0.1 * depth / 24 (VAR)
     alng: float = 1e-3  # init scale of the AdaLN gate weights (VAR: 1e-3 d16/d20, 1e-4 d24, 1e-5 d30, 5e-6 d36)
-    mask: MaskMode = "markovian"  # self-attention mask between scales (srdd-method.md §2.2; masks.py)
-    scale_cond: bool = True  # add a learned per-scale embedding to the AdaLN condition: f(I_n, n, y) (§2.3, §8.2)
+    mask: MaskMode = "markovian"  # self-attention mask between scales (docs/method.md §3; masks.py)
+    scale_cond: bool = True  # per-scale embedding in the AdaLN condition: f(I_n, n, y) (docs/method.md §4.5, §9.2)
     cross_attn: bool = True  # text cross-attention in every block (needs text_dim at build time)
     num_classes: int = 0  # class-conditional when > 0 (index num_classes is the learned null class)
     cond_drop_prob: float = 0.1  # training-time probability of replacing the condition by null, for CFG (VAR: 0.1)
@@ -94,14 +94,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Sampler settings (srdd-method.md §4, §7.6). Defaults are VAR's FID setting."""
+    """Sampler settings (docs/method.md §6, §8.4). Defaults are VAR's FID setting."""
 
     cfg_scale: float = 1.5  # classifier-free guidance strength w: logits = (1+t)*cond - t*uncond
     cfg_schedule: Literal["linear", "constant"] = "linear"  # linear: t = w*k/(K-1) (VAR ramp); constant: t = w
     top_k: int = 900  # keep the k most likely tokens; 0 = off
     top_p: float = 0.96  # nucleus threshold; 1.0 = off
     temperature: float = 1.0  # logits are divided by this before top-k/top-p
-    mr_steps: int = 0  # mask-resampling rounds per scale (srdd-method.md §4.1); 0 = off
+    mr_steps: int = 0  # mask-resampling rounds per scale (docs/method.md §6.5); 0 = off
     p_resample: float = 0.0  # tokens whose sampled probability is below this are redrawn each round
 
     def validate(self) -> None:

@@ -29,7 +29,7 @@ def check_patch_nums(patch_nums: tuple[int, ...], latent_size: int, key: str = "
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; srdd-method.md §7.1)."""
+    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; docs/method.md §2.1)."""
 
     image_size: int = 256  # side of the square input images in pixels
     ch: int = 160  # base channel width of the CNN encoder/decoder

@@ -10,13 +10,13 @@ from srdd_scale.config import require
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to optimise and how long; defaults follow VAR (srdd-method.md §7.3). Loss/CFG-dropout live in ModelConfig."""
+    """What to optimise and how long; VAR's defaults (docs/method.md §8.2). Loss/CFG-dropout live in ModelConfig."""
 
     seed: int = 0  # seeds model init (same on every rank), shuffling, conditioning dropout and sampling
     total_steps: int = 1000  # optimizer steps of the whole run (resume continues up to this)
     global_batch_size: int = 256  # images per optimizer step over all ranks (fixed; micro x accum x world)
     base_lr: float = 1e-4  # VAR's tblr: peak LR = base_lr * global_batch_size / 256 when scale_lr_with_batch
-    scale_lr_with_batch: bool = True  # apply VAR's linear LR rule (srdd-method.md §7.3)
+    scale_lr_with_batch: bool = True  # apply VAR's linear LR rule (docs/method.md §8.2)
     weight_decay: float = 0.05  # AdamW decay on matrices only (no 1-D params, embeddings, per-head scales)
     betas: tuple[float, ...] = (0.9, 0.95)  # AdamW betas (VAR)
     eps: float = 1e-8  # AdamW epsilon

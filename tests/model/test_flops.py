@@ -15,7 +15,7 @@ def test_var_sizes_from_config(depth, published):
     """VAR's class-conditional model (no text, no scale embedding) = core + embeddings + head."""
     cfg = ModelConfig(depth=depth, cross_attn=False, scale_cond=False, num_classes=1000)
     counts = parameter_counts(cfg, VAR_PATCH_NUMS_256, 4096, 32, None)
-    assert counts["core"] == pytest.approx(73728 * depth**3, rel=0.01)  # 18 d w^2 (srdd-method.md §7.2)
+    assert counts["core"] == pytest.approx(73728 * depth**3, rel=0.01)  # 18 d w^2 (docs/method.md §8.1)
     assert counts["total"] == pytest.approx(published, rel=0.035)
     assert counts["text"] == 0
 
