@@ -90,8 +90,10 @@ class TokenizerTrainConfig:
     """Optimisation, losses and logging for tools/train_tokenizer.py."""
 
     seed: int = 0  # seeds init, data order and dead-code re-initialisation
-    steps: int = 2000  # optimizer steps (a time budget may stop earlier)
-    max_minutes: Optional[float] = None  # wall-clock budget; training stops (and checkpoints) when it is spent
+    steps: int = 2000  # optimizer steps: the budget (the same seed gives the same weights on any machine)
+    # opt-in wall-clock budget: training stops (and checkpoints) when it is spent, and the LR decays over it,
+    # so the result depends on the machine's speed and load
+    max_minutes: Optional[float] = None
     batch_size: int = 32  # per-process batch size
     lr: float = 2e-3  # peak AdamW learning rate
     min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
@@ -112,7 +114,9 @@ class TokenizerTrainConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints
     keep_checkpoints: int = 1  # newest complete checkpoints kept on disk
     grid_images: int = 8  # images in the reconstruction grid PNG
-    num_threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
+    # torch intra-op threads, capped at the cores the load average leaves free (None: every free core). Results
+    # are bit-identical only at a fixed count: a conv's weight gradient summed by 2 threads rounds differently.
+    num_threads: Optional[int] = None
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype for encoder/decoder (quantizer stays fp32)
     eval_input: str = ""  # folder/.tar of held-out images for non-synthetic data ("": synthetic `heldout` split,
     #                       or the first eval_images training images when the source has no held-out split)
