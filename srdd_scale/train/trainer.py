@@ -76,11 +76,11 @@ class Trainer:
         barrier()
         meta = self.task.expected_meta()
         self.train_loader = build_dataloader(cfg.data, "train", self.plan.micro_batch_size, train.seed, meta,
-                                             num_workers=cfg.data.num_workers)
+                                             num_workers=cfg.data.num_workers, model_classes=cfg.model.num_classes)
         eval_loader = None
         if train.eval_every and cfg.data.heldout_path:
             eval_loader = build_dataloader(cfg.data, "heldout", self.plan.micro_batch_size, train.seed, meta,
-                                           num_workers=cfg.data.num_workers)
+                                           num_workers=cfg.data.num_workers, model_classes=cfg.model.num_classes)
         self.callbacks = default_callbacks(eval_loader)
         self.speed = next(cb for cb in self.callbacks if isinstance(cb, SpeedMonitor))
         self.step = 0
