@@ -26,7 +26,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srdd_scale.config import load_config  # noqa: E402
+from srdd_scale.run_config import RunConfig  # noqa: E402
 from srdd_scale.tokenizer.api import RUN_SUBFOLDER, WEIGHTS_FILE, saved_tokenizer_path  # noqa: E402
 from srdd_scale.utils.rundir import run_dir_for  # noqa: E402
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         overrides += [f"train.total_steps={args.steps}", f"train.warmup_steps={args.steps // 10}"]
     train_yaml = [str(QUICKSTART_CONFIG), str(ROOT / BACKEND_CONFIGS[args.backend])]
-    cfg = load_config(train_yaml, overrides)
+    cfg = RunConfig.load(train_yaml, overrides)
     run_dir = run_dir_for(cfg, cfg.logging.output_dir, cfg.logging.run_name)
     final_ckpt = run_dir / "checkpoints" / f"step_{cfg.train.total_steps:08d}" / "COMPLETE"
 
