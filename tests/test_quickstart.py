@@ -18,6 +18,7 @@ def quickstart(out: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_quickstart_runs_end_to_end_and_resumes(tmp_path):
     out = tmp_path / "qs"

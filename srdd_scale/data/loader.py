@@ -29,7 +29,6 @@ class CollateCodes:
         self.text_length = text_length
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = len(samples)
         codes = torch.from_numpy(np.stack([s["codes"] for s in samples]).astype(np.int64))
         text_ids, text_mask = pad_text_ids([s["text_ids"] for s in samples], self.pad_id, self.text_length)
         class_ids = torch.tensor([int(s["class_id"]) for s in samples], dtype=torch.long)

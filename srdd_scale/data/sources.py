@@ -263,7 +263,8 @@ def iter_refs(cfg: DataConfig, refs: Sequence, split: str = "train", worker: int
         # Every worker streams every tar of the part (tar has no index) but decodes only its own samples.
         index = 0
         for path in refs:
-            for index, sample in _tar_samples(path, index, worker, num_workers):
+            # the running index carries over from one tar to the next
+            for index, sample in _tar_samples(path, index, worker, num_workers):  # noqa: B007, B020
                 if sample is not None:
                     yield sample
             index += 1
