@@ -11,7 +11,6 @@ from srdd_scale.cli import entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-NOT_MOVED = {"quickstart"}  # still a standalone script (moved by its own change)
 WRAPPED_CODE = entry_point(lambda argv: 0).__code__
 
 
@@ -30,8 +29,6 @@ def test_every_console_script_is_a_cli_main():
 def test_every_tool_script_is_a_shim_with_a_console_script():
     installed = {target.split(":")[0] for target in SCRIPTS.values()}
     for script in sorted((ROOT / "tools").glob("*.py")):
-        if script.stem in NOT_MOVED:
-            continue
         text = script.read_text()
         (module,) = re.findall(r"^from (srdd_scale\.cli\.\w+) import main$", text, re.M)
         assert module == f"srdd_scale.cli.{script.stem}" and module in installed, script

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "srdd_scale"
 
@@ -42,8 +40,6 @@ def test_model_imports_nothing_from_train_data_export_or_cli():
                                                "srdd_scale.cli")) == []
 
 
-@pytest.mark.xfail(strict=False, reason="config.py still imports the package's config classes: issue 19 item 5 "
-                   "(RunConfig.load, the config class as an explicit argument) removes that")
 def test_config_module_imports_no_srdd_scale_module():
     assert sorted(imported_modules(PACKAGE / "config.py")) == []
 

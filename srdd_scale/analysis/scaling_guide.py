@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from srdd_scale.model.config import MASK_MODES, ModelConfig
+from srdd_scale.model.config import MASK_MODES, VAR_PATCH_NUMS_256, ModelConfig
 from srdd_scale.model.flops import flops_per_image, parameter_counts
 
-VAR_256_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 GUIDE_DEPTHS = (12, 16, 20, 24, 30, 36)
 GUIDE_GPUS = (8, 32, 128)
 GIB = 2**30
@@ -65,7 +64,7 @@ class GuideSettings:
 
     depths: tuple[int, ...] = GUIDE_DEPTHS
     gpus: tuple[int, ...] = GUIDE_GPUS
-    patch_nums: tuple[int, ...] = VAR_256_PATCH_NUMS
+    patch_nums: tuple[int, ...] = VAR_PATCH_NUMS_256
     vocab_size: int = 4096  # VAR's codebook
     latent_dim: int = 32  # VAR's Cvae
     text_dim: int = 384  # MiniLM token states (configs/text/minilm.yaml)

@@ -25,7 +25,7 @@ from srdd_scale.cli.args import int_list, positive_int
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.loader import build_dataloader, release_stale_shared_memory
 from srdd_scale.data.mds import META_FILE, SCHEMA_VERSION, open_writer, read_meta, sample_record, write_json
-from srdd_scale.tokenizer.config import VAR_PATCH_NUMS_256
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 
 COLUMNS = (Column("workers", "workers"), Column("batch", "batch_size"), Column("samples", "samples"),
            Column("first batch s", "first_batch_s", ".2f"), Column("samples/s", "samples_per_s", ".0f"))
@@ -41,7 +41,8 @@ def write_random_shards(folder: Path, samples: int, text_len: int, seed: int) ->
                                        rng.integers(1, 512, text_len, dtype=np.int32), f"random caption {i}",
                                        f"random-{i}", -1, {}))
     write_json(folder / META_FILE, {
-        "schema_version": SCHEMA_VERSION, "patch_nums": list(VAR_PATCH_NUMS_256), "image_size": 256, "vocab_size": 4096,
+        "schema_version": SCHEMA_VERSION, "patch_nums": list(VAR_PATCH_NUMS_256), "image_size": 256,
+        "vocab_size": 4096,
         "latent_dim": 32, "tokenizer_identity": "random-codes", "text_tokenizer_identity": "random-ids",
         "max_text_length": text_len, "text_pad_id": 0, "num_samples": samples, "source": "random codes (bench)"})
 

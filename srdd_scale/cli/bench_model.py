@@ -15,7 +15,6 @@ import contextlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -23,13 +22,13 @@ from srdd_scale.analysis.bench_kit import Column, print_table, time_call, write_
 from srdd_scale.cli import entry_point, tool_command
 from srdd_scale.cli.args import non_negative_int, positive_int, positive_int_list
 from srdd_scale.model import ModelConfig, SamplingConfig, build_model
+from srdd_scale.model.config import MASK_MODES as MASKS, VAR_PATCH_NUMS_256
 from srdd_scale.model.flops import flops_per_image
 from srdd_scale.model.loss import scale_losses
 from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, split_codes
-from srdd_scale.tokenizer.config import VAR_PATCH_NUMS_256
+from srdd_scale.utils.peak_memory import PeakMemory
 
-MASKS = ("markovian", "markovian_prev", "block_causal")
 COLUMNS = (Column("kind", "kind"), Column("depth", "depth"), Column("mask", "mask"),
            Column("throughput", "throughput"), Column("TFLOP/s", "tflops_per_s", ".3f"),
            Column("peak MiB", "peak_mib", ".1f"))
@@ -66,43 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class PeakMemory:
-    """Peak memory of what runs inside `with`, in MiB (see the module docstring for the CPU method)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.mib: float | None = None
-        self.base: int | None = None
-
-    @staticmethod
-    def _rss_kib(field: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise RuntimeError(f"{field} missing from /proc/self/status")
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-                self.base = self._rss_kib("VmRSS") * 1024
-            except (OSError, RuntimeError):  # not Linux, or not allowed: report no memory figure
-                self.base = None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        elif self.base is None:
-            return
-        else:
-            peak = self._rss_kib("VmHWM") * 1024
-        self.mib = (peak - self.base) / 2**20
 
 
 def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:

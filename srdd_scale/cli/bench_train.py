@@ -24,7 +24,7 @@ from pathlib import Path
 from srdd_scale.analysis.bench_kit import Column, print_table, write_report
 from srdd_scale.cli import entry_point
 from srdd_scale.cli.args import non_negative_int, positive_int
-from srdd_scale.tokenizer.config import VAR_PATCH_NUMS_256
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT
 
 COLUMNS = (Column("backend", "backend"), Column("depth", "depth"), Column("ranks", "world_size"),
@@ -86,17 +86,17 @@ def write_assets(folder: Path, patch_nums: list[int], image_size: int, samples: 
 def worker(args: argparse.Namespace) -> None:
     """One rank: the trainer's own setup and train_step, timed without checkpoints or logging."""
     from srdd_scale.analysis.bench_kit import time_call
-    from srdd_scale.config import load_config
+    from srdd_scale.run_config import RunConfig
     from srdd_scale.train.callbacks.speed import SpeedMonitor, peak_memory_gib
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
-    cfg = load_config([], args.overrides)
+    cfg = RunConfig.load([], args.overrides)
     env = init_distributed()
     try:
         trainer = Trainer(cfg, env, device_for(env))
         speed = SpeedMonitor()  # its FLOP count and peak FLOP/s, so that MFU matches the trainer's logs
-        speed.on_train_start(trainer)
+        speed.on_train_start(trainer.state())
         batches = trainer.micro_batches()
         losses = []
         timing = time_call(lambda: losses.append(trainer.train_step(batches).metrics["loss"]), warmup=args.warmup,

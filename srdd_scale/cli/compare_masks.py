@@ -104,11 +104,12 @@ def prepare_inputs(args, settings, work: Path) -> tuple[Path, Path, list[str], d
 def training_flops_per_image(run_dir: Path) -> float:
     """The FLOP count the trainer's SpeedMonitor uses, from the run's saved config."""
     from srdd_scale.config import load_saved_config
+    from srdd_scale.run_config import RunConfig
     from srdd_scale.model.flops import flops_per_image
     from srdd_scale.text import FrozenTextEncoder
     from srdd_scale.tokenizer import load_tokenizer
 
-    cfg = load_saved_config(run_dir / "config.yaml")
+    cfg = load_saved_config(run_dir / "config.yaml", RunConfig)
     tokenizer = load_tokenizer(cfg.tokenizer.checkpoint, patch_nums=tuple(cfg.tokenizer.patch_nums))
     text_dim = FrozenTextEncoder(cfg.text).dim if cfg.model.cross_attn else None
     return flops_per_image(cfg.model, tuple(tokenizer.patch_nums), cfg.model.mask, cfg.text.max_length, True,

@@ -115,8 +115,7 @@ def evaluate_val_loss(args) -> dict:
                            device=args.device)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The parser and its subcommands' parsers by name."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     out = argparse.ArgumentParser(add_help=False)
@@ -160,19 +159,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     val.add_argument("--model", required=True, help="exported model folder (tools/export_hf.py)")
     val.add_argument("--max-batches", type=non_negative_int, default=0,
                      help="stop after this many batches (0: the whole split)")
-    return parser, commands.choices
+    return parser
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser, commands = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # The flag spelling from before the subcommands (``--prompt-accuracy DIR``), which tools/quickstart.py still
-    # uses: accepted as the first argument, with a note. Remove once quickstart calls the subcommands.
-    if argv and argv[0].startswith("--") and argv[0][2:] in commands:
-        print(f"note: `{argv[0]}` is now the subcommand `{argv[0][2:]}`", file=sys.stderr)
-        argv[0] = argv[0][2:]
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
     except (FileNotFoundError, ValueError) as error:

@@ -22,8 +22,8 @@ import torch
 from srdd_scale.cli import entry_point
 from srdd_scale.cli.args import non_negative_int, positive_float, positive_int
 from srdd_scale.config import ConfigError, add_config_args, config_from_args, load_config, parse_config_args
-from srdd_scale.data.mds import COMPLETE_FILE
-from srdd_scale.data.pretokenize import PretokenizeConfig, merge_parts, part_dir, pretokenize_part
+from srdd_scale.data.mds import COMPLETE_FILE, ShardMismatchError
+from srdd_scale.data.pretokenize import OutputError, PretokenizeConfig, merge_parts, part_dir, pretokenize_part
 from srdd_scale.data.sources import iter_captions, list_inputs, resolve_source
 from srdd_scale.run_config import RunConfig
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="this part (default: SLURM array task / torchrun rank)")
     parser.add_argument("--device", default="auto", help="tokenizer device: cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--merge", action="store_true", help="only merge complete parts into one index")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset in --output that another run (other settings or tool) wrote")
     parser.add_argument("--patch-nums", help="encode with this scale schedule instead of the checkpoint's, e.g. "
                         "1,3,5,8,13,16 for a reduced-schedule (distilled) model; it must end at the latent size")
     parser.add_argument("--tokenizer-minutes", type=positive_float, default=5.0,
@@ -158,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for split, folder in targets:
         try:
             stats = pretokenize_part(cfg, folder, image_tokenizer, text_tokenizer, split, shard_index, num_shards,
-                                     device)
-        except ConfigError as err:
+                                     device, overwrite=args.overwrite)
+        except (ConfigError, OutputError, ShardMismatchError) as err:
             sys.exit(f"error: {err}")
         print(f"{split} part {shard_index + 1}/{num_shards}: {stats['written']} written, skipped {stats['skipped']}, "
               f"{stats['images_per_s']} images/s -> {part_dir(folder, shard_index, num_shards).resolve()}")

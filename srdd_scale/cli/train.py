@@ -14,6 +14,7 @@ import sys
 from srdd_scale.cli import entry_point
 from srdd_scale.cli.args import positive_int
 from srdd_scale.config import add_config_args, config_from_args, parse_config_args
+from srdd_scale.run_config import RunConfig
 
 
 @entry_point
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at-step", type=positive_int, default=None,
                         help="save a checkpoint and exit 0 once this many steps are done (the run stays resumable)")
     args = parse_config_args(parser, argv)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, RunConfig)
 
     from srdd_scale.train import run
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 try:  # the one project import allowed here, guarded for HF remote code (docs/contracts.md)
     from srdd_scale.config import ConfigError
@@ -11,8 +11,18 @@ except ImportError:
     class ConfigError(ValueError):
         """Stand-in when srdd_scale is not importable (an exported folder loaded by transformers)."""
 
-MASK_MODES = ("markovian", "markovian_prev", "block_causal")
 MaskMode = Literal["markovian", "markovian_prev", "block_causal"]
+MASK_MODES: tuple[str, ...] = get_args(MaskMode)
+# VAR's 256 px schedule (docs/method.md §2.3): 10 scales, 680 tokens on a 16x16 latent. Defined here, the
+# package's base layer, because the exported remote code (hf.py) needs it too.
+VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    """``srdd_scale.config.require``, copied so that this file stays stdlib-only for HF remote code."""
+    if not ok:
+        text = repr(value)
+        raise ConfigError(f"{key}: got {text if len(text) <= 80 else text[:77] + '...'}, expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,15 @@ class ModelConfig:
                 f"model.num_heads={self.heads} does not divide model.width={self.embed_dim} "
                 f"(depth={self.depth}); choose heads so that width % heads == 0"
             )
-        if self.mlp_ratio <= 0:
+        if not 0 < self.mlp_ratio < float("inf"):
             raise ConfigError(f"model.mlp_ratio={self.mlp_ratio}: expected > 0")
-        if not 0.0 <= self.max_drop_path < 1.0:
-            raise ConfigError(f"model.drop_path_rate={self.drop_path_rate}: expected -1 (derive) or a value in [0, 1)")
-        if self.alng <= 0:
-            raise ConfigError(f"model.alng={self.alng}: expected > 0")
+        _require(self.drop_path_rate == -1 or 0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate",
+                 self.drop_path_rate, "-1 (derive 0.1 * depth / 24) or a value in [0, 1)")
+        _require(self.max_drop_path < 1.0, "model.depth", self.depth,
+                 f"< 240 while model.drop_path_rate=-1 derives 0.1 * depth / 24 = {self.max_drop_path:g} (must be < 1);"
+                 " set model.drop_path_rate explicitly for deeper models")
+        if not 0.0 < self.alng < float("inf"):
+            raise ConfigError(f"model.alng={self.alng}: expected a finite value > 0")
         if self.mask not in MASK_MODES:
             raise ConfigError(f"model.mask={self.mask!r}: expected one of {', '.join(MASK_MODES)}")
         if self.num_classes < 0:
@@ -100,9 +113,9 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_k={self.top_k}: expected >= 0 (0 = off)")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"sampling.top_p={self.top_p}: expected a value in (0, 1] (1 = off)")
-        if self.temperature <= 0:
+        if not 0 < self.temperature < float("inf"):
             raise ConfigError(f"sampling.temperature={self.temperature}: expected > 0")
         if self.mr_steps < 0:
             raise ConfigError(f"sampling.mr_steps={self.mr_steps}: expected >= 0")
-        if not 0.0 <= self.p_resample <= 1.0:
+        if not 0.0 <= self.p_resample <= 1.0:  # comparisons are False for nan, so nan is refused too
             raise ConfigError(f"sampling.p_resample={self.p_resample}: expected a probability in [0, 1]")

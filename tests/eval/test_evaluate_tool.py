@@ -1,22 +1,12 @@
 """The evaluate CLI end to end: prompts/reference writing, prompt accuracy with grid, FID, errors."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from srdd_scale.cli.evaluate import main as evaluate
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args, cwd):
-    """The tools/ script as a user runs it (exit code and stderr as the shell sees them)."""
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "evaluate.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 def _samples_folder(folder: Path, prompts: Path) -> None:
@@ -74,12 +64,6 @@ def test_errors_name_what_is_missing(tmp_path, monkeypatch, capsys):
             evaluate(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
-
-def test_the_former_flag_spelling_runs_the_subcommand(tmp_path):
-    """tools/quickstart.py still writes `--write-prompts FILE`: the tools/ script accepts it with a note."""
-    done = run_tool("--write-prompts", "prompts.jsonl", "--count", 2, cwd=tmp_path)
-    assert done.returncode == 0 and "now the subcommand `write-prompts`" in done.stderr
-    assert len((tmp_path / "prompts.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow
