@@ -74,7 +74,10 @@ def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards
 
 
 def text_tokenizer_for(cfg: PretokenizeConfig, num_shards: int):
-    """``text.tokenizer``; the default sentencepiece model is trained on shapes captions if missing."""
+    """``text.tokenizer`` (None with ``data.captions=false``); the default sentencepiece model is trained on
+    shapes captions if missing."""
+    if not cfg.data.captions:
+        return None
     default = TextConfig().tokenizer
     if cfg.text.tokenizer == default and not Path(default).exists() and resolve_source(cfg.data) == "synthetic":
         if num_shards > 1:  # every part would train its own

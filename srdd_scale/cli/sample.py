@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=non_negative_int, help="0 = off")
     parser.add_argument("--top-p", type=float, help="1 = off")
     parser.add_argument("--temperature", type=float)
+    parser.add_argument("--resample", choices=("none", "simple", "mask"),
+                        help="resampling inside each scale: simple (SR, --sr-steps) or mask (MR, --mr-steps)")
+    parser.add_argument("--sr-steps", type=non_negative_int,
+                        help="simple-resampling forwards per scale (docs/method.md §6.4)")
     parser.add_argument("--mr-steps", type=non_negative_int,
                         help="mask-resampling rounds per scale (docs/method.md §6.5)")
     parser.add_argument("--p-resample", type=float, help="mask-resampling probability threshold")
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = tuple(int(p) for p in args.schedule.split(",")) if args.schedule else None
     pipe = SRDDPipeline.from_pretrained(args.model, device=args.device, patch_nums=schedule)
     names = {"cfg": "cfg_scale", "cfg_schedule": "cfg_schedule", "top_k": "top_k", "top_p": "top_p",
-             "temperature": "temperature", "mr_steps": "mr_steps", "p_resample": "p_resample"}
+             "temperature": "temperature", "resample": "resample", "sr_steps": "sr_steps", "mr_steps": "mr_steps",
+             "p_resample": "p_resample"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     items = read_prompts(args)
     prompts = [item["prompt"] for item in items] if "prompt" in items[0] else None

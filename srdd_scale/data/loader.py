@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from srdd_scale.config import ConfigError
+from srdd_scale.data.classes import check_class_labels
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.mds import META_FILE, CorruptShardError, check_meta, verify_shards
 from srdd_scale.text.tokenizer import pad_text_ids
@@ -129,12 +130,13 @@ def _fetch_meta(local: str, remote: str | None) -> None:
 
 
 def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: int, expected_meta: dict,
-                     num_workers: int | None = None):
+                     num_workers: int | None = None, model_classes: int = 0):
     """A ``StreamingDataLoader`` over the split's shards, after checking their meta.json.
 
     ``batch_size`` is per rank; ranks read disjoint samples (streaming reads RANK/WORLD_SIZE).
     The training split is shuffled with ``seed`` and drops its last partial batch; the loader's
     ``state_dict()``/``load_state_dict()`` resume mid-epoch, also on another world size.
+    ``model_classes`` > 0 (a class-conditional model) refuses shards without labels or with more classes.
     """
     from streaming import StreamingDataLoader, StreamingDataset
 
@@ -144,6 +146,7 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     local, remote = _local_and_remote(data_cfg, path)
     _fetch_meta(local, remote)
     meta = check_meta(local, expected_meta)
+    check_class_labels(meta, model_classes, local)
     full_hash = data_cfg.verify_shards == "hash"
     first_on_node = dist_env_from_environ().local_rank == 0
     if remote is None or "://" not in remote:  # the shards are on a filesystem here: check them before reading

@@ -25,19 +25,24 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from srdd_scale.config import ConfigError
+from srdd_scale.data.classes import class_meta
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.mds import (
     COMPLETE_FILE, META_FILE, STATS_FILE, ShardMismatchError, open_writer, read_meta, sample_record,
     tokenizer_meta, write_json,
 )
 from srdd_scale.data.preprocess import SkipSample, image_to_uint8, uint8_to_tensor
-from srdd_scale.data.sources import CAPTION_TRUNCATED, iter_refs, list_inputs, part_slice, resolve_source
+from srdd_scale.data.sources import (
+    CAPTION_TRUNCATED, class_names, iter_refs, list_inputs, part_slice, resolve_source,
+)
 from srdd_scale.data import shapes
 from srdd_scale.text.config import TextConfig
 from srdd_scale.tokenizer import TokenizerConfig, flatten_codes
 from srdd_scale.utils.logging import get_logger, progress
 
 log = get_logger(__name__)
+# text_ids of a corpus without captions (data.captions=false): one 0, since MDS cannot store an empty array.
+NO_TEXT_IDS = np.zeros(1, dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -145,11 +150,15 @@ def prepare_output(output: str | Path, expected_meta: dict, overwrite: bool = Fa
 def source_meta(cfg: DataConfig, split: str) -> dict:
     """meta.json entries describing what was read and how it was preprocessed."""
     source = resolve_source(cfg)
-    return {
+    meta = {
         "source": f"synthetic:{split}:seed={cfg.seed}" if source == "synthetic" else f"{source}:{cfg.input}",
         "preprocess": {"resize_ratio": cfg.resize_ratio, "min_size": cfg.min_size},
-        "num_classes": shapes.NUM_CLASSES if source == "synthetic" else 0,  # class ids: shapes.class_id
     }
+    if source == "synthetic":
+        return meta | {"num_classes": shapes.NUM_CLASSES}  # class ids: shapes.class_id
+    if cfg.class_caption:
+        meta["class_caption"] = cfg.class_caption
+    return meta | class_meta(class_names(cfg))
 
 
 @dataclass
@@ -288,7 +297,8 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_to
             if good:
                 images = uint8_to_tensor(batch["pixels"]).to(device, non_blocking=True)
                 codes = flatten_codes(image_tokenizer.encode(images)).cpu().numpy().astype(np.uint16)
-                text_ids = text_tokenizer.encode([item.caption for item in good])
+                text_ids = (text_tokenizer.encode([item.caption for item in good]) if text_tokenizer is not None
+                            else [NO_TEXT_IDS] * len(good))
                 for item, item_codes, item_text in zip(good, codes, text_ids):
                     writer.write(sample_record(item_codes, item_text, item.caption, item.key, item.class_id,
                                                item.attrs))

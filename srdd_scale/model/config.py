@@ -101,8 +101,10 @@ class SamplingConfig:
     top_k: int = 900  # keep the k most likely tokens; 0 = off
     top_p: float = 0.96  # nucleus threshold; 1.0 = off
     temperature: float = 1.0  # logits are divided by this before top-k/top-p
-    mr_steps: int = 0  # mask-resampling rounds per scale (docs/method.md §6.5); 0 = off
-    p_resample: float = 0.0  # tokens whose sampled probability is below this are redrawn each round
+    resample: Literal["none", "simple", "mask"] = "none"  # SR (docs/method.md §6.4) or MR (§6.5) inside each scale
+    mr_steps: int = 0  # mask resampling (resample=mask): rounds per scale (docs/method.md §6.5); 0 = plain sampling
+    p_resample: float = 0.0  # mask resampling: tokens whose sampled probability is below this are redrawn each round
+    sr_steps: int = 0  # simple resampling (resample=simple): extra forwards per scale >= 1; 0 = plain sampling
 
     def validate(self) -> None:
         if self.cfg_scale < 0 or not math.isfinite(self.cfg_scale):
@@ -115,7 +117,15 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_p={self.top_p}: expected a value in (0, 1] (1 = off)")
         if not 0 < self.temperature < float("inf"):
             raise ConfigError(f"sampling.temperature={self.temperature}: expected > 0")
-        if self.mr_steps < 0:
-            raise ConfigError(f"sampling.mr_steps={self.mr_steps}: expected >= 0")
+        if self.resample not in ("none", "simple", "mask"):
+            raise ConfigError(f"sampling.resample={self.resample!r}: expected 'none', 'simple' or 'mask'")
+        if self.mr_steps < 0 or self.sr_steps < 0:
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps}, sampling.sr_steps={self.sr_steps}: expected >= 0")
+        if self.mr_steps and self.resample != "mask":
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps} needs sampling.resample=mask "
+                              f"(got {self.resample!r})")
+        if self.sr_steps and self.resample != "simple":
+            raise ConfigError(f"sampling.sr_steps={self.sr_steps} needs sampling.resample=simple "
+                              f"(got {self.resample!r})")
         if not 0.0 <= self.p_resample <= 1.0:  # comparisons are False for nan, so nan is refused too
             raise ConfigError(f"sampling.p_resample={self.p_resample}: expected a probability in [0, 1]")

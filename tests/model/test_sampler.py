@@ -95,7 +95,7 @@ def test_top_k_top_p_temperature_filtering():
 def test_mask_resampling_redraws_low_probability_tokens():
     logits = torch.log(torch.tensor([0.7, 0.2, 0.06, 0.04]))[None, None].expand(1, 4000, 4)
     plain = SamplingConfig(top_k=0, top_p=1.0)
-    refined = SamplingConfig(top_k=0, top_p=1.0, mr_steps=3, p_resample=0.1)
+    refined = SamplingConfig(top_k=0, top_p=1.0, resample="mask", mr_steps=3, p_resample=0.1)
     low_plain = (draw_tokens(logits, plain, torch.Generator().manual_seed(0)) >= 2).float().mean()
     low_refined = (draw_tokens(logits, refined, torch.Generator().manual_seed(0)) >= 2).float().mean()
     assert low_plain == pytest.approx(0.10, abs=0.02)
@@ -140,3 +140,40 @@ def test_superres_keeps_teacher_forced_scales(tokenizer, text):
     with pytest.raises(ValueError, match="forced_scales=9"):
         superres(model, tokenizer, low_res, forced_scales=9, **text, cfg=SamplingConfig(),
                  generator=torch.Generator())
+
+
+@pytest.mark.parametrize("mode", ["markovian", "block_causal"])
+def test_resampling_is_seeded_and_reduces_to_plain_sampling_when_off(tokenizer, text, mode):
+    model = tiny_model(mode)
+    base = dict(cfg_scale=1.5, top_k=20, top_p=0.9)
+    plain = draw(model, tokenizer, text, SamplingConfig(**base))
+    off = [SamplingConfig(**base, resample="simple", sr_steps=0), SamplingConfig(**base, resample="mask", mr_steps=0),
+           SamplingConfig(**base, resample="mask", mr_steps=3, p_resample=0.0)]  # nothing is below a 0 threshold
+    for cfg in off:
+        assert all(torch.equal(a, b) for a, b in zip(plain, draw(model, tokenizer, text, cfg)))
+    for cfg in (SamplingConfig(**base, resample="simple", sr_steps=2),
+                SamplingConfig(**base, resample="mask", mr_steps=2, p_resample=0.5)):
+        first, again = draw(model, tokenizer, text, cfg), draw(model, tokenizer, text, cfg)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+        assert any(not torch.equal(a, b) for a, b in zip(first, plain))
+
+
+def test_simple_resampling_runs_sr_steps_extra_forwards_on_its_own_draw(tokenizer, text, monkeypatch):
+    model = tiny_model("block_causal")
+    seen = []
+    forward_scale = model.forward_scale
+    monkeypatch.setattr(model, "forward_scale", lambda k, x, cond, cache: (seen.append((k, None if x is None else
+                        x.clone(), sum(c[0].shape[2] for c in cache[0].chunks))), forward_scale(k, x, cond, cache))[1])
+    draw(model, tokenizer, text, SamplingConfig(cfg_scale=0.0, top_k=20, resample="simple", sr_steps=2))
+    assert [k for k, _, _ in seen] == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # scale 0 has no state: no SR there
+    # every forward of scale k sees the K/V of scales < k only (the SR forwards' own K/V are dropped again)
+    assert [n for _, _, n in seen] == [0, 1, 1, 1, 5, 5, 5, 14, 14, 14]
+    first, second = seen[1][1], seen[2][1]
+    assert not torch.allclose(first, second)  # the extra forward is conditioned on the scale's own draw
+
+
+def test_resample_options_are_checked():
+    with pytest.raises(Exception, match="mr_steps=2 needs sampling.resample=mask"):
+        SamplingConfig(mr_steps=2).validate()
+    with pytest.raises(Exception, match="sr_steps=1 needs sampling.resample=simple"):
+        SamplingConfig(resample="mask", sr_steps=1).validate()
