@@ -7,32 +7,11 @@ naming the path and what to do, instead of a traceback.
 
 from __future__ import annotations
 
-import errno
 import functools
 import sys
 from typing import Callable
 
-# errno -> what the user can do about it (the line also names the path and the system's own message)
-OS_ERROR_HINTS = {
-    errno.ENOSPC: "free space there, or choose an output folder on another disk",
-    errno.EDQUOT: "free space there, or choose an output folder on another disk",
-    errno.EROFS: "choose an output folder on a writable file system",
-    errno.EACCES: "choose a folder you can write to, or fix its permissions",
-    errno.EPERM: "choose a folder you own, or fix its permissions",
-    errno.EISDIR: "give a file path, not a folder",
-    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
-    errno.ENOENT: "check the path (relative paths start at the current folder)",
-}
-
-
-def describe_os_error(error: OSError) -> str | None:
-    """One line for an OSError the user can fix (path, cause, what to do); None for any other errno."""
-    hint = OS_ERROR_HINTS.get(error.errno)
-    if hint is None:
-        return None
-    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
-    where = " -> ".join(paths) if paths else "(the path was not reported)"
-    return f"error: {where}: {error.strerror or errno.errorcode[error.errno]}; {hint}"
+from srdd_scale.utils.os_errors import describe_os_error
 
 
 def entry_point(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
@@ -46,7 +25,7 @@ def entry_point(main: Callable[[list[str] | None], int]) -> Callable[[list[str] 
             message = describe_os_error(error)
             if message is None:
                 raise
-            print(message, file=sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
             return 1
 
     return run

@@ -119,5 +119,6 @@ def test_unwritable_output_gives_one_line_error(tmp_path, shapes_config, image_t
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match=r"--output .*file is a file, expected a folder"):
         pretokenize_part(shapes_config(), tmp_path / "file", image_tokenizer, text_tokenizer)
-    with pytest.raises(OutputError, match=r"cannot write .*file/sub/part-00000-of-00001: Not a directory$"):
+    with pytest.raises(OutputError, match=r"cannot write .*file/sub/part-00000-of-00001: Not a directory; a part of "
+                                          r"the path is a file, not a folder"):
         pretokenize_part(shapes_config(), tmp_path / "file" / "sub", image_tokenizer, text_tokenizer)

@@ -4,6 +4,7 @@ not a count (issue 14 item 5): pretokenize, export and sample into a read-only f
 from __future__ import annotations
 
 import errno
+import sys
 
 import pytest
 
@@ -11,11 +12,21 @@ from srdd_scale.cli import entry_point, export_hf, pretokenize, sample
 from tests.helpers.training import base_overrides
 
 
-def one_error_line(capsys, path) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith(f"error: {path}") and "Read-only file system" in err and "writable" in err, err
-    return err
+def exit_and_stderr(main, argv: list[str], capsys) -> tuple[int, str]:
+    """Exit code and stderr as the shell sees them (``sys.exit("message")`` prints the message, exit code 1)."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = 1 if isinstance(exit_.code, str) else exit_.code
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+    return code, capsys.readouterr().err.strip()
+
+
+def assert_one_read_only_line(main, argv: list[str], capsys, path) -> None:
+    code, err = exit_and_stderr(main, argv, capsys)
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(path) in err and "Read-only file system" in err and "writable file system" in err, err
 
 
 def test_pretokenize_into_a_read_only_folder(train_assets, read_only_dir, tmp_path, capsys, monkeypatch):
@@ -23,18 +34,16 @@ def test_pretokenize_into_a_read_only_folder(train_assets, read_only_dir, tmp_pa
     overrides = base_overrides(train_assets, tmp_path / "runs", "ddp", **{
         "data.synthetic_train_samples": 4, "data.synthetic_heldout_samples": 0, "data.decode_workers": 0})
     out = read_only_dir / "shards"
-    assert pretokenize.main([*overrides, "--output", str(out)]) == 1
-    one_error_line(capsys, out)
+    assert_one_read_only_line(pretokenize.main, [*overrides, "--output", str(out)], capsys, out)
 
 
 @pytest.mark.slow
 def test_export_and_sample_into_a_read_only_folder(trained, read_only_dir, capsys):
     run_dir, export_dir = trained("ddp")
-    assert export_hf.main([str(run_dir), str(read_only_dir / "export")]) == 1
-    one_error_line(capsys, read_only_dir)
+    assert_one_read_only_line(export_hf.main, [str(run_dir), str(read_only_dir / "export")], capsys, read_only_dir)
     out = read_only_dir / "samples"
-    assert sample.main(["--model", str(export_dir), "--prompt", "a red circle", "--out", str(out)]) == 1
-    one_error_line(capsys, out)
+    assert_one_read_only_line(sample.main, ["--model", str(export_dir), "--prompt", "a red circle", "--out", str(out)],
+                              capsys, out)
 
 
 @pytest.mark.parametrize("argv, flag", [(["--num", "0"], "--num"), (["--batch-size", "-2"], "--batch-size"),
