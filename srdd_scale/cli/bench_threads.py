@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from srdd_scale.utils.rundir import bench_provenance
+from srdd_scale.analysis.bench_kit import write_report
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 # (name, intra-op threads per process, OMP_WAIT_POLICY or None for OpenMP's default spin-then-sleep)
@@ -118,17 +120,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assets", help="a finished quickstart's --out folder (its tokenizer, caption model and "
                         "shards feed the trainer); without it only the tokenizer is measured")
     parser.add_argument("--workloads", default="tokenizer,trainer")
     parser.add_argument("--busy", default="0,1", help="background busy cores to measure with")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds over all settings (alternating)")
-    parser.add_argument("--tokenizer-steps", type=int, default=80)
-    parser.add_argument("--trainer-steps", type=int, default=15)
-    parser.add_argument("--timeout", type=float, default=300, help="seconds before one measurement is given up")
-    parser.add_argument("--out", default="bench_threads.json")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="rounds over all settings (alternating)")
+    parser.add_argument("--tokenizer-steps", type=positive_int, default=80)
+    parser.add_argument("--trainer-steps", type=positive_int, default=15)
+    parser.add_argument("--timeout", type=positive_float, default=300,
+                        help="seconds before one measurement is given up")
+    parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_threads-<time>.json)")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w != "trainer" or args.assets]
     results = []
@@ -139,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(measure(workload, setting, busy, args))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
-    Path(args.out).write_text(json.dumps({"bench": "threads", "provenance": bench_provenance(),
-                                          "usable_cores": len(os.sched_getaffinity(0)), "results": results}, indent=2))
+    write_report({"usable_cores": len(os.sched_getaffinity(0)), "results": results}, "bench_threads", args.out)
     return 0
 
 

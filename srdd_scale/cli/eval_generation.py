@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import non_negative_int, positive_int
 from srdd_scale.config import ConfigError
 
 
@@ -79,18 +81,20 @@ def evaluate_row(model, tokenizer, run_cfg, cfg, ref, per_class: int, seed: int,
     return result
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or step_* folder")
     parser.add_argument("--reference", required=True, help="ImageFolder split to score against (test, or a "
                         "validation split for --cfg-sweep)")
-    parser.add_argument("--reference-per-class", type=int, default=200, help="reference images per class")
-    parser.add_argument("--per-class", type=int, default=50, help="generated images per class")
+    parser.add_argument("--reference-per-class", type=positive_int, default=200, help="reference images per class")
+    parser.add_argument("--per-class", type=positive_int, default=50, help="generated images per class")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=100,
+                        help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--cfg-sweep", help="comma-separated guidance scales: score each, report the best FID")
     parser.add_argument("--cache-dir", default="runs/eval_cache", help="cached reference features")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", help="write the JSON result here")
     parser.add_argument("overrides", nargs="*", metavar="sampling.KEY=VALUE")
     args = parser.parse_args(argv)

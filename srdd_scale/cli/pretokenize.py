@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import non_negative_int, positive_float, positive_int
 from srdd_scale.config import ConfigError, add_config_args, config_from_args, load_config, parse_config_args
 from srdd_scale.data.mds import COMPLETE_FILE, ShardMismatchError
 from srdd_scale.data.pretokenize import OutputError, PretokenizeConfig, merge_parts, part_dir, pretokenize_part
@@ -92,6 +94,7 @@ def wait_for_parts(output: Path, num_shards: int, poll_s: float = 5.0) -> None:
         time.sleep(poll_s)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     # HF fast tokenizers warn (and turn parallelism off) in every forked decode worker otherwise.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -101,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="output MDS folder (default: data.train_path)")
     parser.add_argument("--heldout-output", help="synthetic held-out split folder (default: data.heldout_path, "
                         "or OUTPUT-heldout when --output is given)")
-    parser.add_argument("--num-shards", type=int, help="number of parts (default: SLURM array / torchrun size)")
-    parser.add_argument("--shard-index", type=int, help="this part (default: SLURM array task / torchrun rank)")
+    parser.add_argument("--num-shards", type=positive_int,
+                        help="number of parts (default: SLURM array / torchrun size)")
+    parser.add_argument("--shard-index", type=non_negative_int,
+                        help="this part (default: SLURM array task / torchrun rank)")
     parser.add_argument("--device", default="auto", help="tokenizer device: cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--merge", action="store_true", help="only merge complete parts into one index")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a dataset in --output that another run (other settings or tool) wrote")
     parser.add_argument("--patch-nums", help="encode with this scale schedule instead of the checkpoint's, e.g. "
                         "1,3,5,8,13,16 for a reduced-schedule (distilled) model; it must end at the latent size")
-    parser.add_argument("--tokenizer-minutes", type=float, default=5.0,
+    parser.add_argument("--tokenizer-minutes", type=positive_float, default=5.0,
                         help="training budget of the default shapes tokenizer when none exists yet")
     args = parse_config_args(parser, argv)
     if args.input:

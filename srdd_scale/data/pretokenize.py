@@ -8,7 +8,6 @@ parts' index.json files into one dataset index at the output root.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from srdd_scale.data.sources import (
 from srdd_scale.data import shapes
 from srdd_scale.text.config import TextConfig
 from srdd_scale.tokenizer import TokenizerConfig, flatten_codes
+from srdd_scale.utils.os_errors import describe_os_error
 from srdd_scale.utils.logging import get_logger, progress
 
 log = get_logger(__name__)
@@ -70,10 +70,6 @@ class OutputError(RuntimeError):
 _PART_NAME = re.compile(r"^part-\d{5}-of-\d{5}$")
 _ROOT_FILES = ("index.json", META_FILE, STATS_FILE, COMPLETE_FILE)
 # Failures of the output, not of a record: a file where a folder should be, no permission, no space.
-_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
-                  errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
-
-
 def _settings(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k != "num_samples"}
 
@@ -241,9 +237,10 @@ def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer
         return _run_part(cfg, folder, refs, expected, image_tokenizer, text_tokenizer, split, shard_index,
                          num_shards, device, overwrite)
     except OSError as err:
-        if err.errno not in _OUTPUT_ERRNOS:
+        message = describe_os_error(err, fallback_path=folder)
+        if message is None:
             raise
-        raise OutputError(f"cannot write {err.filename or folder}: {err.strerror or err}") from None
+        raise OutputError(f"cannot write {message}") from None
 
 
 def _run_part(cfg: PretokenizeConfig, folder: Path, refs, expected: dict, image_tokenizer, text_tokenizer,

@@ -422,12 +422,13 @@ def iter_refs(cfg: DataConfig, refs: Sequence, split: str = "train", worker: int
     elif source == "folder":
         names = class_names(cfg)
         for item in refs[worker::num_workers]:
-            yield _isolated(item.key, lambda: _folder_sample(cfg, item, names))
+            yield _isolated(item.key, lambda item=item: _folder_sample(cfg, item, names))
     else:
         # Every worker streams every tar of the part (tar has no index) but decodes only its own samples.
         index, names = 0, class_names(cfg)
         for path in refs:
-            for index, sample in _tar_samples(cfg, path, index, worker, num_workers, names):
+            # the running index carries over from one tar to the next
+            for index, sample in _tar_samples(cfg, path, index, worker, num_workers, names):  # noqa: B007, B020
                 if sample is not None:
                     yield sample
             index += 1

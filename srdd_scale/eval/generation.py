@@ -63,7 +63,8 @@ def reference(folder: str, per_class: int, image_size: int, cache_dir: str, ince
     """Reference features of ``folder`` (cached under ``cache_dir``; the key names everything they depend on)."""
     weights = str(weights or default_inception_path())
     key = json.dumps([str(Path(folder).resolve()), per_class, image_size, weights])
-    path = Path(cache_dir) / f"ref-{Path(folder).name}-{per_class}pc-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"ref-{Path(folder).name}-{per_class}pc-{digest}.npz"
     if path.is_file():
         data = np.load(path, allow_pickle=False)
         return Reference(data["features"], data["labels"], tuple(str(c) for c in data["classes"]),

@@ -192,7 +192,8 @@ class SRDDBlock(nn.Module):
         layout: AttnLayout,
         kv: Optional[LayerKV] = None,
     ) -> torch.Tensor:
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = _ada_params(self.ada_lin, cond, layout.token_scale, 6).unbind(2)
+        ada = _ada_params(self.ada_lin, cond, layout.token_scale, 6)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
         h = self.attn(self.norm(x) * (1 + scale1) + shift1, layout, kv)
         x = x + drop_path(h * gamma1, self.drop_path_rate, self.training)
         if self.cross_attn is not None:

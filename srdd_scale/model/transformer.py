@@ -224,7 +224,8 @@ class SRDDTransformer(nn.Module):
         for scale 0 (the start token). Under markovian nothing but this scale's tokens is processed.
         """
         if not 0 <= scale < self.num_scales:
-            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales (patch_nums={list(self.patch_nums)})")
+            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales "
+                             f"(patch_nums={list(self.patch_nums)})")
         batch = cond.vector.shape[0]
         begin = sum(p * p for p in self.patch_nums[:scale])
         n = self.patch_nums[scale] ** 2

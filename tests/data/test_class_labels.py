@@ -3,7 +3,6 @@ import io
 import json
 import tarfile
 
-import numpy as np
 import pytest
 from PIL import Image
 from streaming import StreamingDataset

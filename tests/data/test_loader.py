@@ -166,7 +166,8 @@ def test_out_of_vocabulary_codes_are_refused_at_collate(tmp_path, shapes_shards,
     assert json.loads((folder / "meta.json").read_text())["vocab_size"] == image_tokenizer.vocab_size
     loader = build_dataloader(_cfg(tmp_path), "train", 2, 0, expected)
     vocab = image_tokenizer.vocab_size
-    with pytest.raises(CorruptShardError, match=rf"{folder}: sample 'sample[13]' holds codes id {vocab}, outside \[0, {vocab}\)"):
+    with pytest.raises(CorruptShardError,
+                       match=rf"{folder}: sample 'sample[13]' holds codes id {vocab}, outside \[0, {vocab}\)"):
         _all(loader)
 
 

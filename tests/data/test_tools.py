@@ -110,6 +110,7 @@ def test_train_text_tokenizer_tool(tmp_path, capsys):
     assert 0 < tok.vocab_size <= 96
 
 
+@pytest.mark.slow
 @pytest.mark.world_size(2)
 def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, text_cfg):
     checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
@@ -127,11 +128,11 @@ def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, 
         assert len(StreamingDataset(local=str(tmp_path / split), shuffle=False)) == count
 
 
+@pytest.mark.slow
 def test_bench_pretokenize_smoke(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tool = bench_pretokenize
-    assert tool.main(["--small-images", "8", "--var-images", "1", "--batch-size", "4", "--decode-workers", "0",
-                      "--device", "cpu", "--json", str(tmp_path / "bench.json")]) == 0
+    assert bench_pretokenize.main(["--small-images", "8", "--var-images", "1", "--batch-size", "4", "--decode-workers",
+                                   "0", "--device", "cpu", "--out", str(tmp_path / "bench.json")]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     small, var = report["results"]
     assert (small["config"], small["written"], small["tokens_per_image"]) == ("small", 8, 130)

@@ -24,6 +24,8 @@ from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import split_codes
 from srdd_scale.train.task import SRDDTask
 
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
+
 # Runs in `python -I` from an empty folder: srdd_scale's editable-install finder is dropped before anything
 # is imported, so transformers must find every module it needs inside the exported folder.
 HIDDEN_LOAD = textwrap.dedent("""

@@ -22,7 +22,7 @@ def _labelled_shards(folder: Path, tokenizer_dir: str, count: int, image_size: i
     with torch.no_grad():
         codes = flatten_codes(tokenizer.encode(torch.stack([image_to_tensor(s.image, image_size) for s in samples])))
     with open_writer(folder, size_limit=1 << 14) as writer:
-        for i, sample in enumerate(samples):
+        for i in range(len(samples)):
             writer.write(sample_record(codes[i].numpy(), torch.zeros(1, dtype=torch.int32).numpy(), "",
                                        f"{i}", i % NUM_CLASSES, {}))
     names = [f"class{i}" for i in range(NUM_CLASSES)]

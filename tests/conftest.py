@@ -1,0 +1,5 @@
+"""Fixtures every test folder may use (defined in tests/helpers): the trainer's tiny real assets, a per-test
+TMPDIR, and a read-only folder."""
+
+from tests.helpers.mounts import read_only_dir  # noqa: F401  (re-exported as fixtures)
+from tests.helpers.training import run_tmp, train_assets  # noqa: F401
