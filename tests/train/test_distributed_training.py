@@ -42,9 +42,7 @@ def losses(run_dir: Path) -> list[float]:
 
 def plain_weights(checkpoint: Path, name: str) -> dict[str, torch.Tensor]:
     """The plain model's state dict from a backend's native checkpoint, via the real libraries' tools."""
-    if name == "ddp":
-        return torch.load(checkpoint / "model_optim.pt", weights_only=True)["model"]
-    if name == "fsdp":
+    if name in ("ddp", "fsdp"):  # one DCP family
         from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
         dcp_to_torch_save(checkpoint / "dcp", checkpoint / "full.pt")
@@ -103,6 +101,7 @@ def test_learns_and_resumes_exactly_after_sigkill(name, train_assets, reference,
     assert resumed.wait() == [0, 0], resumed.output()
     if name in ("ddp", "fsdp"):
         assert "step_00000005 could not be loaded" in resumed.output()
+        assert "COMPLETE recorded" in resumed.output()  # verification names the damaged file
     resumed_losses = losses(run_dir)
     assert resumed_losses[0] == ref_losses[0]  # same seed, fp32: the first-step loss is identical everywhere
     if name in BITWISE_LIKE_DDP:  # fp32 on CPU: bitwise the reference's losses through the kill and resume
@@ -153,3 +152,22 @@ def test_reference_run_writes_eval_samples_and_offline_wandb(reference):
     assert b"eval/loss" in history and b"perf/mfu" in history and b"loss/scale_3" in history
     assert len(list(offline.glob("files/media/images/*.png"))) == 2
     assert (reference / "config.yaml").is_file() and (reference / "provenance.json").is_file()
+
+
+@pytest.mark.world_size(2)
+def test_resume_switches_between_ddp_and_fsdp_bitwise(train_assets, reference, run_tmp, trainer_launch):
+    """DDP steps 1-2, FSDP steps 3-4, DDP steps 5-6 through their shared DCP checkpoints: the reference's losses."""
+    from srdd_scale.config import load_config
+    from srdd_scale.utils.rundir import run_dir_for
+
+    out = run_tmp / "out"
+    previous = None
+    for leg, (name, stop) in enumerate((("ddp", 2), ("fsdp", 4), ("ddp", 6))):
+        overrides = overrides_for(trainer_launch, train_assets, out / str(leg), name)
+        run_dir = run_dir_for(load_config([], overrides), out / str(leg))
+        if previous is not None:  # the run folder (config hash) names the backend: carry the run over
+            shutil.copytree(previous, run_dir)
+        trainer_launch.launch_ok(overrides, run_tmp, args=("--stop-at-step", str(stop)))
+        assert complete_checkpoints(run_dir / "checkpoints")[-1][0] == stop
+        previous = run_dir
+    assert losses(previous) == losses(reference)
