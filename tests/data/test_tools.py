@@ -101,6 +101,33 @@ def test_bad_or_empty_input_fails_at_once(tmp_path, monkeypatch, make_input, mes
     assert not (tmp_path / "out").exists() and not (tmp_path / "artifacts").exists()
 
 
+def test_missing_caption_tokenizer_says_how_to_get_one(tmp_path, monkeypatch, image_tokenizer):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    generate_shape_sample(0, "train", 0, 40).image.save(corpus / "0.png")
+    (corpus / "0.txt").write_text("a red circle")
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    with pytest.raises(SystemExit) as exit_info:
+        pretokenize.main(["--input", str(corpus), "--output", str(tmp_path / "out"), f"tokenizer.checkpoint={checkpoint}"])
+    message = str(exit_info.value.code)
+    assert f"tools/train_text_tokenizer.py --input {corpus} --output" in message and "text.tokenizer=minilm" in message
+
+
+def test_overwrite_flag_replaces_a_foreign_dataset(tmp_path, capsys, image_tokenizer, text_cfg):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.json").write_text('{"version": 2, "shards": []}')  # an MDS dataset of someone else
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    common = ["--output", str(out), f"tokenizer.checkpoint={checkpoint}", f"text.tokenizer={text_cfg.tokenizer}",
+              "data.synthetic_train_samples=4", "data.synthetic_heldout_samples=0", "data.decode_workers=0"]
+    with pytest.raises(SystemExit, match=r"error: --output .*out holds a dataset this run did not write \(index.json\)"
+                       r"; pass --overwrite"):
+        pretokenize.main(common)
+    assert pretokenize.main(common + ["--overwrite"]) == 0
+    assert len(StreamingDataset(local=str(out), shuffle=False)) == 4
+
+
 def test_train_text_tokenizer_tool(tmp_path, capsys):
     tool = train_text_tokenizer
     assert tool.main(["--output", str(tmp_path / "spm"), "--vocab-size", "96", "--max-captions", "300",
