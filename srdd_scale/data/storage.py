@@ -43,6 +43,15 @@ def fetch(remote_file: str, local_file: Path) -> bool:
     local_file.unlink(missing_ok=True)
     try:
         CloudDownloader.direct_download(remote_file, str(local_file))
-    except FileNotFoundError:
-        return False
+    except Exception as err:  # each store's client has its own "no such object" error
+        if _is_not_found(err):
+            return False
+        raise
     return local_file.is_file()
+
+
+def _is_not_found(err: Exception) -> bool:
+    if isinstance(err, FileNotFoundError) or type(err).__name__ == "NotFound":  # local paths, GCS
+        return True
+    code = getattr(err, "response", {}).get("Error", {}).get("Code")  # botocore's ClientError (S3)
+    return str(code) in ("404", "NoSuchKey", "NotFound")
