@@ -164,3 +164,24 @@ def test_bench_pretokenize_smoke(tmp_path, monkeypatch):
     assert (small["config"], small["written"], small["tokens_per_image"]) == ("small", 8, 130)
     assert (var["config"], var["written"], var["tokens_per_image"], var["image_size"]) == ("var256", 1, 680, 256)
     assert small["images_per_s"] > 0 and var["images_per_s"] > 0 and report["provenance"]["machine"]["cpu_count"]
+
+
+def test_full_output_disk_gives_one_line_error(tmp_path, image_tokenizer, text_cfg):
+    """A full disk, as a file-size limit (RLIMIT_FSIZE) makes it: the write fails with EFBIG, the tool says so."""
+    import resource
+    import signal
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get the error, not the signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    proc = subprocess.run(
+        [sys.executable, str(TOOLS / "pretokenize.py"), "--output", str(tmp_path / "out"),
+         f"tokenizer.checkpoint={checkpoint}", f"text.tokenizer={text_cfg.tokenizer}", "data.decode_workers=0",
+         "data.synthetic_train_samples=40", "data.synthetic_heldout_samples=0"],
+        capture_output=True, text=True, preexec_fn=limit_file_size, cwd=tmp_path, timeout=300,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {tmp_path / 'out'}") and last.endswith("File too large"), last
