@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streaming import StreamingDataset
 
 from srdd_scale.config import ConfigError
 from srdd_scale.data.classes import check_class_labels
@@ -55,6 +56,26 @@ class CollateCodes:
         text_ids, text_mask = pad_text_ids([s["text_ids"] for s in samples], self.pad_id, self.text_length)
         class_ids = torch.tensor([int(s["class_id"]) for s in samples], dtype=torch.long)
         return {"codes": codes, "text_ids": text_ids, "text_mask": text_mask, "class_ids": class_ids}
+
+
+class CheckedStreamingDataset(StreamingDataset):
+    """A StreamingDataset whose download failures reach the reader.
+
+    streaming ends an epoch early and silently when a shard's download or checksum fails in its
+    background thread (the exception only goes to a log); here that epoch raises CorruptShardError instead.
+    """
+
+    def on_exception(self, future) -> None:
+        if future.exception() is not None:
+            self._thread_error = future.exception()
+        super().on_exception(future)
+
+    def __iter__(self):
+        yield from super().__iter__()
+        error = getattr(self, "_thread_error", None)
+        if error is not None or (hasattr(self, "_event") and self._event.is_set()):
+            source = self.streams[0].remote or self.streams[0].local
+            raise CorruptShardError(f"{source}: reading a shard failed ({type(error).__name__}: {error})")
 
 
 def _mapped_shm_prefixes() -> set[str]:
@@ -138,7 +159,7 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     ``state_dict()``/``load_state_dict()`` resume mid-epoch, also on another world size.
     ``model_classes`` > 0 (a class-conditional model) refuses shards without labels or with more classes.
     """
-    from streaming import StreamingDataLoader, StreamingDataset
+    from streaming import StreamingDataLoader
 
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: expected a positive integer")
@@ -154,7 +175,7 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     if first_on_node:
         release_stale_shared_memory()
     train = split == "train"
-    dataset = StreamingDataset(
+    dataset = CheckedStreamingDataset(
         local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle, shuffle_seed=seed,
         shuffle_block_size=data_cfg.shuffle_block_size or None, predownload=data_cfg.predownload or None,
         validate_hash="xxh64" if full_hash and remote is not None else None,  # checked as each shard arrives
