@@ -363,7 +363,7 @@ def write_doc_section(doc: Path, label: str, table: str) -> None:
 
 
 def write_results(args: argparse.Namespace, runs: list[dict], rounds_done: int, out: Path) -> None:
-    """JSON and the doc table of the rounds done so far (rewritten after every round: a stopped run keeps them)."""
+    """JSON and the doc table of the runs done so far (rewritten after every process: a stopped run keeps them)."""
     best = best_of(runs)
     prov = bench_provenance()
     var_commit = subprocess.run(["git", "-C", args.var_root, "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -377,16 +377,13 @@ def write_results(args: argparse.Namespace, runs: list[dict], rounds_done: int, 
               f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
               f"load = 1-min load average at the start of each process, on a machine shared by 8 engineers)")
     table = render_table(best, header)
-    print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"tool": "bench_vs_var", "settings": {k: v for k, v in vars(args).items() if k != "job"},
               "var_commit": var_commit, "rounds_done": rounds_done, "runs": runs, "best": list(best.values()),
               "provenance": prov}
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
     if args.doc:
         write_doc_section(Path(args.doc), args.label, table)
-        print(f"updated {args.doc} ({args.label})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             mem = "-" if run["peak_mib"] is None else f"{run['peak_mib']:.0f}"
             print(f"round {round_index} {case:<15} {impl:<13} {run['seconds']:8.3f} s  {mem:>6} MiB  "
                   f"load {run['load_average_1m']:.1f}", flush=True)
-        write_results(args, runs, rounds_done=round_index + 1, out=out)
+            write_results(args, runs, rounds_done=round_index + 1, out=out)
+    print(render_table(best_of(runs), f"wrote {out}" + (f" and the '{args.label}' table of {args.doc}" if args.doc else "")))
     return 0
 
 
