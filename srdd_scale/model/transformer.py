@@ -329,9 +329,11 @@ def compile_enabled(setting: Optional[bool], device: torch.device) -> bool:
 def resolve_attention_impl(impl: str, device: torch.device, compile_setting: Optional[bool] = None) -> str:
     """model.attention_impl "auto" -> the path measured fastest on this device (docs/benchmarks.md, VAR section).
 
-    CUDA: FlexAttention when the blocks are compiled (one fused kernel over the block mask), else torch's
-    fused SDPA. CPU: torch's fused SDPA (flash): at the 256 px schedule it beat the math backend ~2-4x on
-    attention alone at d8/d16 shapes and keeps no L x L scores for backward; flex has no CPU backward.
+    CPU: torch's fused SDPA (flash) at every shape: on the 256 px schedule it beat the math backend 2-4x on
+    attention forward+backward at d8/d16 shapes (per-scale and masked) and at most segment sizes, and keeps
+    no L x L scores for backward (2026-12-06, a loaded 2-core machine); flex has no CPU backward.
+    CUDA: FlexAttention when the blocks are compiled (one fused kernel over the block mask), else fused SDPA;
+    not measured yet (no GPU lent so far): the GPU check (tools/gpu_check.py) is where to confirm it.
     """
     if impl != "auto":
         return impl
