@@ -55,9 +55,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
 
     On CPU it pins the math backend: at our sequence lengths (one scale, <= a few hundred tokens) the fused
     CPU flash kernel's backward alone took a third of a d4 training step, and the whole step ran ~1.2-1.5x
-    slower than with the math path (docs/LOG.md, 2026-11-26 session 3).
+    slower than with the math path (docs/LOG.md, 2026-11-26 session 3). A caller that has switched the math
+    backend off (the layout planner, standing in for a GPU's fused kernel on CPU) keeps its choice.
     """
-    if q.device.type != "cpu":
+    if q.device.type != "cpu" or not torch.backends.cuda.math_sdp_enabled():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
     with sdpa_kernel(SDPBackend.MATH):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)

@@ -87,9 +87,11 @@ def base_overrides(assets: dict[str, str], output_dir: Path, backend: str, **ext
 
 
 class Ranks:
-    """``world`` processes of tools/train.py with srun-style variables (no torchrun: exit codes stay visible)."""
+    """``world`` processes of tools/train.py (or ``script``) with srun-style variables (no torchrun: exit codes
+    stay visible)."""
 
-    def __init__(self, overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[str, ...] = ()):
+    def __init__(self, overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[str, ...] = (),
+                 script: Path = TRAIN_SCRIPT):
         port = 29500 + (os.getpid() * 7 + int(time.time() * 1000)) % 20000
         log_dir = tmpdir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ class Ranks:
                        PYTHONPATH=str(ROOT))
             with self.logs[rank].open("w") as log:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, str(TRAIN_SCRIPT), *overrides, *args],
+                    [sys.executable, str(script), *overrides, *args],
                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmpdir,
                 ))
 

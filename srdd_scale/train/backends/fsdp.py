@@ -20,12 +20,34 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from srdd_scale.config import ConfigError
 from srdd_scale.train.backends.base import Backend, apply_block_wrappers
-from srdd_scale.train.optim import build_optimizer, no_decay_names
+from srdd_scale.train.optim import build_optimizer, no_decay_names, plain_name
 
 DCP_FOLDER = "dcp"
+
+
+def is_on_meta(model: nn.Module) -> bool:
+    """Whether ``model`` was built on the meta device (parameters without storage, to be materialised)."""
+    return any(param.is_meta for param in model.parameters())
+
+
+@torch.no_grad()
+def materialise_shards(model: nn.Module, device: torch.device) -> None:
+    """Storage for this rank's shards only, each filled with its slice of the parameter's full initial value.
+
+    ``initial_parameter`` draws every parameter from its own (seed, name) generator, so the slices equal the
+    single-process init of the same seed bit for bit; one full parameter exists at a time, never the model.
+    """
+    model.to_empty(device=device)
+    for name, param in model.named_parameters():
+        full = model.initial_parameter(plain_name(name)).to(device)
+        if isinstance(param, DTensor):
+            full = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+        param.copy_(full)
+    model.reset_buffers()
 
 
 class FSDPBackend(Backend):
@@ -37,7 +59,9 @@ class FSDPBackend(Backend):
             raise ConfigError("train.precision: got 'fp16' with parallel.backend='fsdp', expected 'bf16' or "
                               "'fp32' (FSDP2 has no sharded loss scaler here; use bf16)")
         no_decay = no_decay_names(model)
-        model.to(self.device)
+        on_meta = is_on_meta(model)
+        if not on_meta and next(model.parameters()).device != self.device:
+            model.to(self.device)
         apply_block_wrappers(model, self.train_cfg)
         # bf16 compute and all-gather, fp32 gradient reduction (fp32 master weights stay in the shards)
         bf16 = self.train_cfg.precision == "bf16"
@@ -51,8 +75,14 @@ class FSDPBackend(Backend):
         for block in model.blocks:
             fully_shard(block, **shard_kwargs)
         fully_shard(model, **shard_kwargs)
+        if on_meta:
+            self.materialise(model)
         self.model = model
         self.optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+
+    def materialise(self, model: nn.Module) -> None:
+        """Give a meta-built, sharded model its storage and initial values (the layout planner gives fake ones)."""
+        materialise_shards(model, self.device)
 
     @property
     def module(self) -> nn.Module:

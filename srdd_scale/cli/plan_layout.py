@@ -1,0 +1,161 @@
+"""Plan per-GPU memory of an FSDP2 training step by running the real model and wrapping under a fake process group.
+
+    srdd-plan-layout configs/model/d30.yaml train.activation_checkpointing=true --world-size 32 --gpu-memory-gib 80
+    srdd-plan-layout --grid                 # d16-d36 x 8-1024 ranks + one 512 px row -> docs/layout_plan.json
+    torchrun --nproc_per_node=2 -m srdd_scale.cli.plan_layout CONFIG --measure --micro-batch 4   # measured
+
+One CPU process, no GPU: the model is built on ``meta``, wrapped by the project's FSDPBackend (activation
+checkpointing, ``fully_shard`` per block and root) under torch's fake process group, and one forward + backward +
+optimizer step runs on fake tensors under torch's FSDPMemTracker (srdd_scale/analysis/layout_plan.py).
+Each plan takes about a minute at d16 on one core, longer at larger depths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from srdd_scale.config import add_config_args, config_from_args, load_config, parse_config_args
+
+ROOT = Path(__file__).resolve().parents[2]
+GRID_DEPTHS = (16, 20, 24, 30, 36)
+GRID_WORLD_SIZES = (8, 32, 128, 1024)
+# VAR's 512 px schedule (d36-s): 13 scales, 2240 tokens on a 32 x 32 latent
+PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+GRID_BASE = ["configs/train/fsdp.yaml", "configs/text/minilm.yaml"]
+GRID_OVERRIDES = ["train.activation_checkpointing=true"]
+
+
+def plan_cell(cfg: Any, world_size: int, gpu_memory_gib: float, micro_batch: int | None, kernel: str,
+              per_image_from: dict | None = None) -> dict[str, Any]:
+    """Plan at the configured micro-batch and one image more (the slope gives the largest that fits)."""
+    from srdd_scale.analysis.layout_plan import (
+        GIB, StepMemory, build_meta_model, deepspeed_zero3_estimate, largest_micro_batch, plan_step, text_width)
+
+    text_dim = text_width(cfg)
+    micro = micro_batch or cfg.parallel.micro_batch_size or max(1, cfg.train.global_batch_size // world_size)
+    at_micro = plan_step(cfg, world_size, micro, kernel, text_dim)
+    if per_image_from is None:
+        plus_one = plan_step(cfg, world_size, micro + 1, kernel, text_dim)
+        per_image = plus_one.peak - at_micro.peak
+    else:  # activations per image do not depend on the world size: reuse another cell's slope
+        per_image = per_image_from["per_image_gib"] * GIB
+    plus_one = StepMemory(**{**at_micro.__dict__, "peak": int(at_micro.peak + per_image),
+                             "micro_batch": micro + 1})
+    model = build_meta_model(cfg, text_dim)
+    return {
+        "depth": cfg.model.depth, "patch_nums": list(cfg.tokenizer.patch_nums), "world_size": world_size,
+        "activation_checkpointing": cfg.train.activation_checkpointing, "kernel": kernel,
+        "params_total": sum(p.numel() for p in model.parameters()),
+        "planned_gib": at_micro.gib(), "per_image_gib": per_image / GIB,
+        "max_micro_batch": largest_micro_batch(at_micro, plus_one, gpu_memory_gib * GIB),
+        "gpu_memory_gib": gpu_memory_gib,
+        "deepspeed_zero3": deepspeed_zero3_estimate(model, world_size, gpus_per_node=8),
+    }
+
+
+def grid_config(depth: int, patch_nums: tuple[int, ...] | None = None) -> Any:
+    """The grid's config of one depth: VAR's global batch, FSDP2 bf16, MiniLM text, activation checkpointing."""
+    from srdd_scale.analysis.scaling_guide import var_recipe
+
+    overrides = GRID_OVERRIDES + [f"model.depth={depth}",
+                                  f"train.global_batch_size={var_recipe(depth)['global_batch']}"]
+    if patch_nums:
+        overrides += ["tokenizer.image_size=512", f"tokenizer.patch_nums=[{','.join(map(str, patch_nums))}]"]
+    return load_config([str(ROOT / p) for p in GRID_BASE] + [str(ROOT / f"configs/model/d{depth}.yaml")],
+                       overrides)
+
+
+def render_table(cells: list[dict]) -> str:
+    """Markdown of the planned grid (what docs/scaling_guide.md shows)."""
+    lines = ["| depth | px | ranks | params | micro-batch | params GiB | grads GiB | optim GiB | activations GiB | "
+             "comm GiB | **peak GiB** | max micro-batch | DeepSpeed ZeRO-3 states GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        g = c["planned_gib"]
+        px = 16 * c["patch_nums"][-1]
+        ds = f"{c['deepspeed_zero3']['model_states_gib']:.2f}" if c["deepspeed_zero3"] else "-"
+        lines.append(
+            f"| d{c['depth']} | {px} | {c['world_size']} | {c['params_total'] / 1e9:.2f}B | {g['micro_batch']} | "
+            f"{g['params']:.2f} | {g['grads']:.2f} | {g['optimizer_state']:.2f} | {g['activations']:.2f} | "
+            f"{g['comm_buffers']:.2f} | **{g['peak']:.2f}** | {c['max_micro_batch']} | {ds} |")
+    return "\n".join(lines)
+
+
+def run_grid(out_json: Path, gpu_memory_gib: float, kernel: str, depths: tuple[int, ...],
+             world_sizes: tuple[int, ...]) -> list[dict]:
+    """Every (depth, world size) cell; the per-image slope is planned once per depth (at the first world size)."""
+    cells: list[dict] = []
+    schedules = [(d, None) for d in depths] + [(depths[0], PATCH_NUMS_512)]
+    for depth, patch_nums in schedules:
+        cfg = grid_config(depth, patch_nums)
+        slope = None
+        for world_size in world_sizes if patch_nums is None else world_sizes[:1]:
+            cell = plan_cell(cfg, world_size, gpu_memory_gib, None, kernel, slope)
+            slope = slope or cell
+            cells.append(cell)
+            print(json.dumps(cell), flush=True)
+            out_json.write_text(json.dumps({"kernel": kernel, "gpu_memory_gib": gpu_memory_gib, "cells": cells},
+                                           indent=1) + "\n")
+    return cells
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--world-size", type=_ints, default=(8,), help="ranks to plan for (comma-separated)")
+    parser.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory per GPU for the max micro-batch")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="images per rank (default: parallel.micro_batch_size, else global batch / ranks)")
+    parser.add_argument("--kernel", choices=("fused", "math"), default="fused",
+                        help="attention kernel: fused stands in for a GPU's flash/Flex kernel; math = CPU training")
+    parser.add_argument("--measure", action="store_true",
+                        help="measure the step in the real process group this process joins (torchrun) instead")
+    parser.add_argument("--grid", action="store_true", help="plan the d16-d36 x 8-1024 ranks grid of the docs")
+    parser.add_argument("--depths", type=_ints, default=GRID_DEPTHS, help="--grid depths")
+    parser.add_argument("--out", default=None, help="JSON output (--grid default: docs/layout_plan.json)")
+    args = parse_config_args(parser, argv)
+    if args.grid:
+        out = Path(args.out or ROOT / "docs" / "layout_plan.json")
+        cells = run_grid(out, args.gpu_memory_gib, args.kernel, args.depths, args.world_size
+                         if args.world_size != (8,) else GRID_WORLD_SIZES)
+        print(render_table(cells))
+        return 0
+    cfg = config_from_args(args)
+    if args.measure:
+        return _measure(cfg, args)
+    cells = [plan_cell(cfg, n, args.gpu_memory_gib, args.micro_batch, args.kernel) for n in args.world_size]
+    if args.out:
+        Path(args.out).write_text(json.dumps(cells, indent=1) + "\n")
+    print(json.dumps(cells, indent=1))
+    print(render_table(cells))
+    return 0
+
+
+def _measure(cfg: Any, args: argparse.Namespace) -> int:
+    from srdd_scale.analysis.layout_plan import measure_step
+    from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
+
+    env = init_distributed()
+    try:
+        micro = args.micro_batch or cfg.parallel.micro_batch_size or max(1, cfg.train.global_batch_size
+                                                                          // env.world_size)
+        measured = measure_step(cfg, env, device_for(env), micro, args.kernel)
+    finally:
+        destroy_distributed()
+    result = {"rank": env.rank, "world_size": env.world_size, "measured_gib": measured.gib()}
+    if args.out:
+        Path(args.out).with_suffix(f".rank{env.rank}.json").write_text(json.dumps(result) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
