@@ -92,10 +92,10 @@ def worker(args: argparse.Namespace) -> None:
         records = []
         for step in range(args.warmup + args.steps):
             if step == args.warmup:
-                speed.on_train_start(trainer)
+                speed.on_train_start(trainer.state())
             report = trainer.train_step(batches)
             if step >= args.warmup:
-                speed.on_step_end(trainer, report)
+                speed.on_step_end(trainer.state(), report)
                 records.append(report.metrics)
         if env.is_main:
             seconds = sum(r["perf/step_seconds"] for r in records)

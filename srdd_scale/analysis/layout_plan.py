@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,8 +47,11 @@ class StepMemory:
     peak: int
     micro_batch: int
 
+    sharded: dict = dataclasses.field(default_factory=dict)  # the part of params/grads/optimizer_state in shards
+
     def gib(self) -> dict[str, float]:
-        return {k: (v / GIB if k != "micro_batch" else v) for k, v in dataclasses.asdict(self).items()}
+        return {k: (v / GIB if k != "micro_batch" else v) for k, v in dataclasses.asdict(self).items()
+                if k != "sharded"}
 
 
 _GROUPS = {
@@ -61,7 +66,9 @@ _GROUPS = {
 def _grouped(snapshot: dict[str, int], micro_batch: int) -> StepMemory:
     by_name = {str(getattr(key, "value", key)): value for key, value in snapshot.items()}
     groups = {field: sum(by_name.get(name, 0) for name in names) for field, names in _GROUPS.items()}
-    return StepMemory(**groups, peak=by_name["Total"], micro_batch=micro_batch)
+    sharded = {"params": by_name.get("Sharded Param", 0), "grads": by_name.get("Sharded Grad", 0),
+               "optimizer_state": groups["optimizer_state"]}
+    return StepMemory(**groups, peak=by_name["Total"], micro_batch=micro_batch, sharded=sharded)
 
 
 def text_width(cfg: Any) -> int | None:
@@ -132,7 +139,7 @@ def _fsdp_backend(cfg: Any, model: nn.Module, env: DistEnv, device: torch.device
     train = dataclasses.replace(cfg.train, global_batch_size=global_batch)
     parallel = dataclasses.replace(cfg.parallel, backend="fsdp", micro_batch_size=micro_batch)
     return (backend_cls or FSDPBackend)(model, cfg.train.base_lr, env, device, train, parallel,
-                                        plan_batch(train, parallel, env.world_size))
+                                        plan_batch(train, parallel, env.world_size), Path(tempfile.gettempdir()))
 
 
 def _fake_materialising_backend(fake_mode) -> type:

@@ -30,27 +30,29 @@ GRID_OVERRIDES = ["train.activation_checkpointing=true"]
 
 
 def plan_cell(cfg: Any, world_size: int, gpu_memory_gib: float, micro_batch: int | None, kernel: str,
-              per_image_from: dict | None = None) -> dict[str, Any]:
-    """Plan at the configured micro-batch and one image more (the slope gives the largest that fits)."""
+              per_image: str = "plan") -> dict[str, Any]:
+    """Plan at the configured micro-batch; the memory per extra image comes from a second plan with one image
+    more (``per_image="plan"``) or, at half the cost, from the planned activations / micro-batch (an upper
+    bound: part of the activations is per step, not per image)."""
     from srdd_scale.analysis.layout_plan import (
         GIB, StepMemory, build_meta_model, deepspeed_zero3_estimate, largest_micro_batch, plan_step, text_width)
 
     text_dim = text_width(cfg)
     micro = micro_batch or cfg.parallel.micro_batch_size or max(1, cfg.train.global_batch_size // world_size)
     at_micro = plan_step(cfg, world_size, micro, kernel, text_dim)
-    if per_image_from is None:
-        plus_one = plan_step(cfg, world_size, micro + 1, kernel, text_dim)
-        per_image = plus_one.peak - at_micro.peak
-    else:  # activations per image do not depend on the world size: reuse another cell's slope
-        per_image = per_image_from["per_image_gib"] * GIB
-    plus_one = StepMemory(**{**at_micro.__dict__, "peak": int(at_micro.peak + per_image),
+    if per_image == "plan":
+        per_image_bytes = plan_step(cfg, world_size, micro + 1, kernel, text_dim).peak - at_micro.peak
+    else:
+        per_image_bytes = at_micro.activations / micro
+    plus_one = StepMemory(**{**at_micro.__dict__, "peak": int(at_micro.peak + per_image_bytes),
                              "micro_batch": micro + 1})
     model = build_meta_model(cfg, text_dim)
     return {
         "depth": cfg.model.depth, "patch_nums": list(cfg.tokenizer.patch_nums), "world_size": world_size,
         "activation_checkpointing": cfg.train.activation_checkpointing, "kernel": kernel,
         "params_total": sum(p.numel() for p in model.parameters()),
-        "planned_gib": at_micro.gib(), "per_image_gib": per_image / GIB,
+        "planned_gib": at_micro.gib(), "sharded_gib": {k: v / GIB for k, v in at_micro.sharded.items()},
+        "per_image_gib": per_image_bytes / GIB,
         "max_micro_batch": largest_micro_batch(at_micro, plus_one, gpu_memory_gib * GIB),
         "gpu_memory_gib": gpu_memory_gib,
         "deepspeed_zero3": deepspeed_zero3_estimate(model, world_size, gpus_per_node=8),
@@ -81,25 +83,48 @@ def render_table(cells: list[dict]) -> str:
         lines.append(
             f"| d{c['depth']} | {px} | {c['world_size']} | {c['params_total'] / 1e9:.2f}B | {g['micro_batch']} | "
             f"{g['params']:.2f} | {g['grads']:.2f} | {g['optimizer_state']:.2f} | {g['activations']:.2f} | "
-            f"{g['comm_buffers']:.2f} | **{g['peak']:.2f}** | {c['max_micro_batch']} | {ds} |")
+            f"{g['comm_buffers']:.2f} | **{g['peak']:.2f}**{'' if c.get('source', 'planned') == 'planned' else ' *'}"
+            f" | {c['max_micro_batch']} | {ds} |")
     return "\n".join(lines)
 
 
+def rescaled_cell(planned: dict, world_size: int, micro_batch: int) -> dict:
+    """Another world size from one plan's categories: sharded parameters, gradients and optimizer state scale
+    with 1/ranks; gathered blocks, communication buffers and the fixed part of activations do not; activations
+    grow by the planned per-image amount. (The step's peak comes at the same point: sharded state is constant.)"""
+    g, n0 = planned["planned_gib"], planned["world_size"]
+    sharded = planned["sharded_gib"]
+    shrink = {k: v * (n0 / world_size - 1) for k, v in sharded.items()}
+    extra_images = (micro_batch - g["micro_batch"]) * planned["per_image_gib"]
+    cell = {**planned, "world_size": world_size, "source": f"rescaled from the {n0}-rank plan"}
+    cell["planned_gib"] = {**g, "micro_batch": micro_batch, "params": g["params"] + shrink["params"],
+                           "grads": g["grads"] + shrink["grads"],
+                           "optimizer_state": g["optimizer_state"] + shrink["optimizer_state"],
+                           "activations": g["activations"] + extra_images,
+                           "peak": g["peak"] + sum(shrink.values()) + extra_images}
+    fixed = cell["planned_gib"]["peak"] - micro_batch * planned["per_image_gib"]
+    cell["max_micro_batch"] = max(0, int((planned["gpu_memory_gib"] - fixed) // planned["per_image_gib"]))
+    return cell
+
+
 def run_grid(out_json: Path, gpu_memory_gib: float, kernel: str, depths: tuple[int, ...],
-             world_sizes: tuple[int, ...]) -> list[dict]:
-    """Every (depth, world size) cell; the per-image slope is planned once per depth (at the first world size)."""
+             world_sizes: tuple[int, ...], plan_world_size: int) -> list[dict]:
+    """Each schedule planned once at ``plan_world_size`` ranks; the other world sizes rescaled from that plan
+    (one plan costs minutes of CPU at d30; a full grid of plans would take hours on a shared 2-core machine)."""
     cells: list[dict] = []
     schedules = [(d, None) for d in depths] + [(depths[0], PATCH_NUMS_512)]
     for depth, patch_nums in schedules:
         cfg = grid_config(depth, patch_nums)
-        slope = None
-        for world_size in world_sizes if patch_nums is None else world_sizes[:1]:
-            cell = plan_cell(cfg, world_size, gpu_memory_gib, None, kernel, slope)
-            slope = slope or cell
-            cells.append(cell)
-            print(json.dumps(cell), flush=True)
-            out_json.write_text(json.dumps({"kernel": kernel, "gpu_memory_gib": gpu_memory_gib, "cells": cells},
-                                           indent=1) + "\n")
+        micro = {n: max(1, cfg.train.global_batch_size // n) for n in world_sizes}
+        planned = plan_cell(cfg, plan_world_size, gpu_memory_gib, micro.get(plan_world_size), kernel,
+                            per_image="activations")
+        planned["source"] = "planned"
+        for world_size in world_sizes if patch_nums is None else (plan_world_size,):
+            cells.append(planned if world_size == plan_world_size else rescaled_cell(planned, world_size,
+                                                                                      micro[world_size]))
+        print(json.dumps(planned), flush=True)
+        out_json.write_text(json.dumps({"kernel": kernel, "gpu_memory_gib": gpu_memory_gib, "cells": cells},
+                                       indent=1) + "\n")
     return cells
 
 
@@ -116,22 +141,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per rank (default: parallel.micro_batch_size, else global batch / ranks)")
     parser.add_argument("--kernel", choices=("fused", "math"), default="fused",
                         help="attention kernel: fused stands in for a GPU's flash/Flex kernel; math = CPU training")
+    parser.add_argument("--per-image", choices=("plan", "activations"), default="plan",
+                        help="memory per extra image: from a second plan (exact) or activations / micro-batch (half "
+                             "the time, an upper bound)")
     parser.add_argument("--measure", action="store_true",
                         help="measure the step in the real process group this process joins (torchrun) instead")
     parser.add_argument("--grid", action="store_true", help="plan the d16-d36 x 8-1024 ranks grid of the docs")
     parser.add_argument("--depths", type=_ints, default=GRID_DEPTHS, help="--grid depths")
+    parser.add_argument("--plan-world-size", type=int, default=32, help="--grid: the world size really planned")
     parser.add_argument("--out", default=None, help="JSON output (--grid default: docs/layout_plan.json)")
     args = parse_config_args(parser, argv)
     if args.grid:
         out = Path(args.out or ROOT / "docs" / "layout_plan.json")
         cells = run_grid(out, args.gpu_memory_gib, args.kernel, args.depths, args.world_size
-                         if args.world_size != (8,) else GRID_WORLD_SIZES)
+                         if args.world_size != (8,) else GRID_WORLD_SIZES, args.plan_world_size)
         print(render_table(cells))
         return 0
     cfg = config_from_args(args)
     if args.measure:
         return _measure(cfg, args)
-    cells = [plan_cell(cfg, n, args.gpu_memory_gib, args.micro_batch, args.kernel) for n in args.world_size]
+    cells = [plan_cell(cfg, n, args.gpu_memory_gib, args.micro_batch, args.kernel, args.per_image)
+             for n in args.world_size]
     if args.out:
         Path(args.out).write_text(json.dumps(cells, indent=1) + "\n")
     print(json.dumps(cells, indent=1))

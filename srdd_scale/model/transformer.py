@@ -287,18 +287,6 @@ class SRDDTransformer(nn.Module):
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout, kv)
         return self.head(x, ada_cond, None)
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups: no decay on 1-D tensors (biases, norms, temperatures, null vectors) and on the
-        position/level/scale embeddings, as VAR (srdd-method.md §7.3); decay on every weight matrix."""
-        no_decay_names = ("pos_start", "pos_embed", "lvl_embed.", "scale_embed.")
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim <= 1 or name.startswith(no_decay_names) or name.endswith("scale_mul")
-             else decay).append(param)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
     # ------------------------------------------------------------------------------------------ sizes
 
     def parameter_groups(self) -> dict[str, int]:

@@ -23,15 +23,10 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from srdd_scale.config import ConfigError
-from srdd_scale.train.backends.base import Backend, apply_block_wrappers
-from srdd_scale.train.optim import build_optimizer, no_decay_names, plain_name
+from srdd_scale.train.backends.base import Backend, is_on_meta
+from srdd_scale.train.optim import plain_name
 
 DCP_FOLDER = "dcp"
-
-
-def is_on_meta(model: nn.Module) -> bool:
-    """Whether ``model`` was built on the meta device (parameters without storage, to be materialised)."""
-    return any(param.is_meta for param in model.parameters())
 
 
 @torch.no_grad()
@@ -53,16 +48,12 @@ def materialise_shards(model: nn.Module, device: torch.device) -> None:
 class FSDPBackend(Backend):
     name = "fsdp"
 
-    def __init__(self, model: nn.Module, lr: float, *args):
-        super().__init__(*args)
+    def check_config(self) -> None:
         if self.train_cfg.precision == "fp16":
             raise ConfigError("train.precision: got 'fp16' with parallel.backend='fsdp', expected 'bf16' or "
                               "'fp32' (FSDP2 has no sharded loss scaler here; use bf16)")
-        no_decay = no_decay_names(model)
-        on_meta = is_on_meta(model)
-        if not on_meta and next(model.parameters()).device != self.device:
-            model.to(self.device)
-        apply_block_wrappers(model, self.train_cfg)
+
+    def wrap(self, model, new_optimizer):
         # bf16 compute and all-gather, fp32 gradient reduction (fp32 master weights stay in the shards)
         bf16 = self.train_cfg.precision == "bf16"
         shard_kwargs: dict[str, Any] = {
@@ -75,10 +66,9 @@ class FSDPBackend(Backend):
         for block in model.blocks:
             fully_shard(block, **shard_kwargs)
         fully_shard(model, **shard_kwargs)
-        if on_meta:
+        if is_on_meta(model):
             self.materialise(model)
-        self.model = model
-        self.optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+        return model, new_optimizer()
 
     def materialise(self, model: nn.Module) -> None:
         """Give a meta-built, sharded model its storage and initial values (the layout planner gives fake ones)."""
