@@ -1,6 +1,6 @@
-"""The SRDD transformer: VAR's next-scale predictor (srdd-method.md §7.2) with a Markovian mask (§2.2).
+"""The SRDD transformer: VAR's next-scale predictor (docs/method.md §4) with a Markovian mask (§3.1).
 
-Conditioning (srdd-method.md §2.2, §8.2, §8.12): the condition vector y (pooled text and/or class embedding,
+Conditioning (docs/method.md §4.3-§4.5, §9.2, §9.4): the condition vector y (pooled text and/or class embedding,
 or the learned null condition) drives every AdaLN and builds the start token; text tokens also reach every
 block through cross-attention; with `scale_cond` a learned per-scale embedding is added to the AdaLN
 condition so each block is told the step n explicitly, i.e. the reverse step f(I_n, n, y).
@@ -128,7 +128,7 @@ class SRDDTransformer(nn.Module):
     def initial_parameter(self, name: str) -> torch.Tensor:
         """Full fp32 initial value of parameter ``name`` on the CPU, from its own (init_seed, name) generator.
 
-        VAR's init (srdd-method.md §7.2): trunc-normal std sqrt(1/3C) for every weight matrix, embedding and
+        VAR's init (docs/method.md §4.6): trunc-normal std sqrt(1/3C) for every weight matrix, embedding and
         learned token; zero biases; unit LayerNorm weights; head x0.02; residual out-projections / sqrt(2 depth);
         AdaLN gates x alng and scales/shifts x0.5; attention temperatures log 4.
         """
@@ -309,9 +309,9 @@ class SRDDTransformer(nn.Module):
 def state_dict_for_schedule(
     state: dict[str, torch.Tensor], patch_nums: tuple[int, ...], new_patch_nums: tuple[int, ...]
 ) -> dict[str, torch.Tensor]:
-    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (scale distillation, §4.3).
+    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (docs/method.md §6.6).
 
-    Every kept scale keeps its own position, level and scale embeddings (srdd-method.md §4.3 step 3); all
+    Every kept scale keeps its own position, level and scale embeddings (docs/method.md §6.6); all
     other weights are shared by every schedule. Load the result into build_model(..., new_patch_nums, ...).
     """
     missing = [p for p in new_patch_nums if p not in patch_nums]

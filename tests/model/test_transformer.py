@@ -19,7 +19,7 @@ def scale_slice(k):
 def test_attention_pairs_match_srdd_method_table():
     var = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     distilled = (1, 3, 5, 8, 13, 16)
-    # srdd-method.md §4.2
+    # docs/method.md §3.4
     assert attention_pairs(var, "block_causal") == 286_434
     assert attention_pairs(var, "markovian") == 110_468
     assert attention_pairs(distilled, "block_causal") == 186_738
