@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from srdd_scale.config import add_config_args, config_from_args, load_config, parse_config_args
+from srdd_scale.config import add_config_args, config_from_args, parse_config_args
+from srdd_scale.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID_DEPTHS = (16, 20, 24, 30, 36)
@@ -67,8 +68,8 @@ def grid_config(depth: int, patch_nums: tuple[int, ...] | None = None) -> Any:
                                   f"train.global_batch_size={var_recipe(depth)['global_batch']}"]
     if patch_nums:
         overrides += ["tokenizer.image_size=512", f"tokenizer.patch_nums=[{','.join(map(str, patch_nums))}]"]
-    return load_config([str(ROOT / p) for p in GRID_BASE] + [str(ROOT / f"configs/model/d{depth}.yaml")],
-                       overrides)
+    return RunConfig.load([str(ROOT / p) for p in GRID_BASE] + [str(ROOT / f"configs/model/d{depth}.yaml")],
+                          overrides)
 
 
 def render_table(cells: list[dict]) -> str:
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                          if args.world_size != (8,) else GRID_WORLD_SIZES, args.plan_world_size)
         print(render_table(cells))
         return 0
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, RunConfig)
     if args.measure:
         return _measure(cfg, args)
     cells = [plan_cell(cfg, n, args.gpu_memory_gib, args.micro_batch, args.kernel, args.per_image)

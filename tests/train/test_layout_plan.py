@@ -5,7 +5,7 @@ import json
 import pytest
 
 from srdd_scale.cli import plan_layout
-from srdd_scale.config import load_config
+from srdd_scale.run_config import RunConfig
 
 from .conftest import ROOT, Ranks
 
@@ -27,7 +27,7 @@ def test_planned_peak_matches_a_real_two_rank_step(tmp_path):
     assert ranks.wait() == [0, 0], ranks.output()
     measured = [json.loads((tmp_path / f"measured.rank{r}.json").read_text())["measured_gib"] for r in (0, 1)]
 
-    cfg = load_config([], OVERRIDES)
+    cfg = RunConfig.load([], OVERRIDES)
     (cell,) = [plan_layout.plan_cell(cfg, 2, 1.0, MICRO_BATCH, "math")]
     planned = cell["planned_gib"]
     for rank_memory in measured:
