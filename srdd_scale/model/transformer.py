@@ -68,6 +68,9 @@ class SRDDTransformer(nn.Module):
         text_dim: int | None,
     ):
         super().__init__()
+        # One draw from the global RNG, before any submodule's own init consumes it (on meta none does): the same
+        # torch.manual_seed gives the same weights on every rank and construction path.
+        self.init_seed = int(torch.randint(0, 2**62, (), device="cpu"))
         cfg.validate()
         if cfg.cross_attn and text_dim is None:
             raise ConfigError(
@@ -110,8 +113,6 @@ class SRDDTransformer(nn.Module):
         self.register_buffer("token_scale", None, persistent=False)
         self.register_buffer("attn_allowed", None, persistent=False)
         self.reset_buffers()
-        # One draw from the global RNG: the same torch.manual_seed gives the same weights on every rank and path.
-        self.init_seed = int(torch.randint(0, 2**62, (), device="cpu"))
         if not _DEFER_INIT.get():
             self.init_weights()
 

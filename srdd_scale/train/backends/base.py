@@ -66,6 +66,12 @@ class Backend:
         apply_block_wrappers(model, train)
         self.model, self.optimizer = self.wrap(model, lambda: build_optimizer(model, train, no_decay, lr))
 
+    @classmethod
+    def construction(cls, parallel: ParallelConfig) -> contextlib.AbstractContextManager:
+        """Context the model is built in: plain here (every rank builds it whole); a backend that creates only
+        its shards builds it without storage."""
+        return contextlib.nullcontext()
+
     def check_config(self) -> None:
         """Raise a ConfigError for settings this backend cannot honour (before any work is done)."""
 

@@ -5,6 +5,7 @@ DCP stores each tensor with its global shape, so a checkpoint written by N ranks
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from srdd_scale.config import ConfigError
+from srdd_scale.model.transformer import deferred_init
 from srdd_scale.train.backends.base import Backend, is_on_meta
 from srdd_scale.train.optim import plain_name
 
@@ -47,6 +49,14 @@ def materialise_shards(model: nn.Module, device: torch.device) -> None:
 
 class FSDPBackend(Backend):
     name = "fsdp"
+
+    @classmethod
+    def construction(cls, parallel) -> contextlib.AbstractContextManager:
+        """On ``meta`` with init deferred: ``wrap`` shards it, then materialises and initialises the shards."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.device("meta"))
+        stack.enter_context(deferred_init())
+        return stack
 
     def check_config(self) -> None:
         if self.train_cfg.precision == "fp16":
