@@ -183,14 +183,16 @@ def plan_step(cfg: Any, world_size: int, micro_batch: int, kernel: str = "fused"
         dist.destroy_process_group()
 
 
-def measure_step(cfg: Any, env: DistEnv, device: torch.device, micro_batch: int, kernel: str = "math") -> StepMemory:
+def measure_step(cfg: Any, env: DistEnv, device: torch.device, micro_batch: int, kernel: str = "math",
+                 text_dim: int | None = None) -> StepMemory:
     """Measured per-rank memory of the same step in the real process group this rank has joined.
 
     The model is built as the trainer builds it; one untracked step creates the optimizer state first.
     """
     torch.manual_seed(cfg.train.seed)
     tok = cfg.tokenizer
-    model = build_model(cfg.model, tuple(tok.patch_nums), tok.vocab_size, tok.latent_dim, text_width(cfg))
+    model = build_model(cfg.model, tuple(tok.patch_nums), tok.vocab_size, tok.latent_dim,
+                        text_dim if text_dim is not None else text_width(cfg))
     backend = _fsdp_backend(cfg, model, env, device, micro_batch)
     batch = synthetic_batch(cfg, backend.module, micro_batch, device)
     with sdpa_kernel(ATTENTION_KERNELS[kernel]):
