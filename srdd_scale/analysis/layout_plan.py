@@ -210,19 +210,39 @@ def largest_micro_batch(first: StepMemory, second: StepMemory, budget_bytes: flo
     return int(math.floor((budget_bytes - fixed) / per_image)) if per_image > 0 else 10**9
 
 
-def deepspeed_zero3_estimate(model: nn.Module, world_size: int, gpus_per_node: int) -> dict[str, float] | None:
+def model_counts(model: nn.Module) -> dict[str, int]:
+    """What DeepSpeed's ZeRO-3 estimator takes from a model: total parameters and the largest module's own."""
+    return {"params_total": sum(p.numel() for p in model.parameters()),
+            "largest_layer_params": max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())}
+
+
+def deepspeed_zero3_estimate(counts: dict[str, int], world_size: int, gpus_per_node: int) -> dict[str, float] | None:
     """DeepSpeed's own ZeRO-3 model-state estimate (no offload, ``zero.Init``) in GiB per GPU, beside ours;
-    None where DeepSpeed is not installed."""
+    None where DeepSpeed is not installed. (``..._all_live`` counts the same from a model, but dedups shared
+    parameters by data_ptr, which is 0 for every meta tensor.)"""
     try:
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     except ImportError:
         return None
-    # the counts estimate_zero3_model_states_mem_needs_all_live takes from a model (its own helper dedups shared
-    # parameters by data_ptr, which is 0 for every meta tensor)
-    total = sum(p.numel() for p in model.parameters())
-    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     nodes = max(1, world_size // gpus_per_node)
     _, gpu_bytes, largest_layer_bytes = estimate_zero3_model_states_mem_needs(
-        total, largest, num_gpus_per_node=min(world_size, gpus_per_node), num_nodes=nodes, cpu_offload=False,
-        cpu_offload_params=False, zero_init=True)
+        counts["params_total"], counts["largest_layer_params"], num_gpus_per_node=min(world_size, gpus_per_node),
+        num_nodes=nodes, cpu_offload=False, cpu_offload_params=False, zero_init=True)
     return {"model_states_gib": gpu_bytes / GIB, "largest_layer_gib": largest_layer_bytes / GIB}
+
+
+def render_plan_table(cells: list[dict]) -> str:
+    """Markdown of planned cells (the memory table of docs/scaling_guide.md); * marks rescaled cells."""
+    lines = ["| depth | px | ranks | params | micro-batch | params GiB | grads GiB | optim GiB | activations GiB | "
+             "comm GiB | **peak GiB** | max micro-batch | DeepSpeed ZeRO-3 states GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        g = c["planned_gib"]
+        px = 16 * c["patch_nums"][-1]
+        ds = f"{c['deepspeed_zero3']['model_states_gib']:.2f}" if c["deepspeed_zero3"] else "-"
+        lines.append(
+            f"| d{c['depth']} | {px} | {c['world_size']} | {c['params_total'] / 1e9:.2f}B | {g['micro_batch']} | "
+            f"{g['params']:.2f} | {g['grads']:.2f} | {g['optimizer_state']:.2f} | {g['activations']:.2f} | "
+            f"{g['comm_buffers']:.2f} | **{g['peak']:.2f}**{'' if c.get('source', 'planned') == 'planned' else ' *'}"
+            f" | {c['max_micro_batch']} | {ds} |")
+    return "\n".join(lines)

@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from srdd_scale.config import add_config_args, config_from_args, parse_config_args
+from srdd_scale.analysis.layout_plan import (
+    GIB, StepMemory, build_meta_model, deepspeed_zero3_estimate, largest_micro_batch, model_counts, plan_step,
+    render_plan_table, text_width)
 from srdd_scale.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID_DEPTHS = (16, 20, 24, 30, 36)
 GRID_WORLD_SIZES = (8, 32, 128, 1024)
+GPUS_PER_NODE = 8  # for DeepSpeed's estimator, which splits CPU memory by node
 # VAR's 512 px schedule (d36-s): 13 scales, 2240 tokens on a 32 x 32 latent
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 GRID_BASE = ["configs/train/fsdp.yaml", "configs/text/minilm.yaml"]
@@ -35,9 +39,6 @@ def plan_cell(cfg: Any, world_size: int, gpu_memory_gib: float, micro_batch: int
     """Plan at the configured micro-batch; the memory per extra image comes from a second plan with one image
     more (``per_image="plan"``) or, at half the cost, from the planned activations / micro-batch (an upper
     bound: part of the activations is per step, not per image)."""
-    from srdd_scale.analysis.layout_plan import (
-        GIB, StepMemory, build_meta_model, deepspeed_zero3_estimate, largest_micro_batch, plan_step, text_width)
-
     text_dim = text_width(cfg)
     micro = micro_batch or cfg.parallel.micro_batch_size or max(1, cfg.train.global_batch_size // world_size)
     at_micro = plan_step(cfg, world_size, micro, kernel, text_dim)
@@ -47,16 +48,15 @@ def plan_cell(cfg: Any, world_size: int, gpu_memory_gib: float, micro_batch: int
         per_image_bytes = at_micro.activations / micro
     plus_one = StepMemory(**{**at_micro.__dict__, "peak": int(at_micro.peak + per_image_bytes),
                              "micro_batch": micro + 1})
-    model = build_meta_model(cfg, text_dim)
+    counts = model_counts(build_meta_model(cfg, text_dim))
     return {
         "depth": cfg.model.depth, "patch_nums": list(cfg.tokenizer.patch_nums), "world_size": world_size,
-        "activation_checkpointing": cfg.train.activation_checkpointing, "kernel": kernel,
-        "params_total": sum(p.numel() for p in model.parameters()),
+        "activation_checkpointing": cfg.train.activation_checkpointing, "kernel": kernel, **counts,
         "planned_gib": at_micro.gib(), "sharded_gib": {k: v / GIB for k, v in at_micro.sharded.items()},
         "per_image_gib": per_image_bytes / GIB,
         "max_micro_batch": largest_micro_batch(at_micro, plus_one, gpu_memory_gib * GIB),
         "gpu_memory_gib": gpu_memory_gib,
-        "deepspeed_zero3": deepspeed_zero3_estimate(model, world_size, gpus_per_node=8),
+        "deepspeed_zero3": deepspeed_zero3_estimate(counts, world_size, GPUS_PER_NODE),
     }
 
 
@@ -72,23 +72,6 @@ def grid_config(depth: int, patch_nums: tuple[int, ...] | None = None) -> Any:
                           overrides)
 
 
-def render_table(cells: list[dict]) -> str:
-    """Markdown of the planned grid (what docs/scaling_guide.md shows)."""
-    lines = ["| depth | px | ranks | params | micro-batch | params GiB | grads GiB | optim GiB | activations GiB | "
-             "comm GiB | **peak GiB** | max micro-batch | DeepSpeed ZeRO-3 states GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in cells:
-        g = c["planned_gib"]
-        px = 16 * c["patch_nums"][-1]
-        ds = f"{c['deepspeed_zero3']['model_states_gib']:.2f}" if c["deepspeed_zero3"] else "-"
-        lines.append(
-            f"| d{c['depth']} | {px} | {c['world_size']} | {c['params_total'] / 1e9:.2f}B | {g['micro_batch']} | "
-            f"{g['params']:.2f} | {g['grads']:.2f} | {g['optimizer_state']:.2f} | {g['activations']:.2f} | "
-            f"{g['comm_buffers']:.2f} | **{g['peak']:.2f}**{'' if c.get('source', 'planned') == 'planned' else ' *'}"
-            f" | {c['max_micro_batch']} | {ds} |")
-    return "\n".join(lines)
-
-
 def rescaled_cell(planned: dict, world_size: int, micro_batch: int) -> dict:
     """Another world size from one plan's categories: sharded parameters, gradients and optimizer state scale
     with 1/ranks; gathered blocks, communication buffers and the fixed part of activations do not; activations
@@ -97,7 +80,8 @@ def rescaled_cell(planned: dict, world_size: int, micro_batch: int) -> dict:
     sharded = planned["sharded_gib"]
     shrink = {k: v * (n0 / world_size - 1) for k, v in sharded.items()}
     extra_images = (micro_batch - g["micro_batch"]) * planned["per_image_gib"]
-    cell = {**planned, "world_size": world_size, "source": f"rescaled from the {n0}-rank plan"}
+    cell = {**planned, "world_size": world_size, "source": f"rescaled from the {n0}-rank plan",
+            "deepspeed_zero3": deepspeed_zero3_estimate(planned, world_size, GPUS_PER_NODE)}
     cell["planned_gib"] = {**g, "micro_batch": micro_batch, "params": g["params"] + shrink["params"],
                            "grads": g["grads"] + shrink["grads"],
                            "optimizer_state": g["optimizer_state"] + shrink["optimizer_state"],
@@ -156,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or ROOT / "docs" / "layout_plan.json")
         cells = run_grid(out, args.gpu_memory_gib, args.kernel, args.depths, args.world_size
                          if args.world_size != (8,) else GRID_WORLD_SIZES, args.plan_world_size)
-        print(render_table(cells))
+        print(render_plan_table(cells))
         return 0
     cfg = config_from_args(args, RunConfig)
     if args.measure:
@@ -166,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(cells, indent=1) + "\n")
     print(json.dumps(cells, indent=1))
-    print(render_table(cells))
+    print(render_plan_table(cells))
     return 0
 
 
