@@ -11,10 +11,10 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class Bench:
-    """One bench tool run: its script, arguments per mode (cpu | gpu) and the flag that names its JSON output."""
+    """One bench tool run: its tool, arguments per mode (cpu | gpu) and the flag that names its JSON output."""
 
     name: str  # key in the collected results
-    script: str  # tools/<script>
+    tool: str  # srdd_scale.cli.<tool> (tools/<tool>.py)
     out_flag: str  # the tool's option for its JSON path
     cpu_args: tuple[str, ...]  # small sizes: the whole CPU plan runs in < 10 min on 2 cores
     gpu_args: tuple[str, ...]  # one GPU, the whole plan <= 8 min
@@ -22,24 +22,24 @@ class Bench:
 
 
 BENCHES = (
-    Bench("tokenizer", "bench_tokenizer.py", "--out",
+    Bench("tokenizer", "bench_tokenizer", "--out",
           ("--configs", "configs/tokenizer/shapes_64.yaml,configs/tokenizer/var_256.yaml", "--batch-sizes", "1,16",
            "--large-batch-sizes", "1", "--repeats", "2"),
           ("--batch-sizes", "16,64", "--large-batch-sizes", "8,32", "--repeats", "5"),
           "image tokenizer encode/decode images/s (random weights)"),
-    Bench("pretokenize", "bench_pretokenize.py", "--json",
+    Bench("pretokenize", "bench_pretokenize", "--json",
           ("--small-images", "256", "--var-images", "8"),
           ("--small-images", "2048", "--var-images", "256"),
           "images -> MDS shards images/s (shapes 64 px; JPEG folder at 256 px through VAR's tokenizer)"),
-    Bench("loader", "bench_loader.py", "--out",
+    Bench("loader", "bench_loader", "--out",
           ("--samples", "4096", "--workers", "0,2"),
           ("--samples", "16384", "--workers", "0,4"),
           "streaming loader samples/s (build_dataloader over random-code shards, 680 tokens/sample)"),
-    Bench("train", "bench_train.py", "--out",
+    Bench("train", "bench_train", "--out",
           ("--preset", "cpu", "--depths", "2", "--steps", "4"),
           ("--preset", "gpu", "--depths", "16", "--steps", "8"),
           "trainer tokens/s and MFU per backend (torchrun; ddp, fsdp, DeepSpeed ZeRO-1/2/3)"),
-    Bench("model", "bench_model.py", "--out",
+    Bench("model", "bench_model", "--out",
           ("--depths", "2,4", "--steps", "2", "--sample-masks", "markovian,markovian_prev,block_causal"),
           ("--depths", "16", "--steps", "5", "--sample-masks", "markovian,markovian_prev,block_causal"),
           "transformer train-step tokens/s per mask; sampler latency and peak memory per mask"),
@@ -125,6 +125,6 @@ def render_markdown(collected: dict) -> str:
     lines += ["", "Wall time per bench (s): " + ", ".join(
         f"{name} {entry['seconds']:.0f}" for name, entry in collected["benches"].items())
         + f"; total {collected['total_seconds']:.0f} s.", ""]
-    lines += ["What each measures:", ""] + [f"* **{b.name}** (`tools/{b.script}`): {b.what}." for b in BENCHES
+    lines += ["What each measures:", ""] + [f"* **{b.name}** (`tools/{b.tool}.py`): {b.what}." for b in BENCHES
                                            if b.name in collected["benches"]]
     return "\n".join(lines) + "\n"

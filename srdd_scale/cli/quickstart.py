@@ -33,9 +33,10 @@ from srdd_scale.utils.threads import stage_threads, usable_cores, use_passive_wa
 
 use_passive_wait()  # OpenMP reads it once, when torch loads: before the imports below bring torch in
 
-from srdd_scale.config import load_config  # noqa: E402
+from srdd_scale.cli import tool_command  # noqa: E402
 from srdd_scale.quickstart import gates  # noqa: E402
 from srdd_scale.quickstart.summary import summary_figure, summary_markdown  # noqa: E402
+from srdd_scale.run_config import RunConfig  # noqa: E402
 from srdd_scale.tokenizer.api import RUN_SUBFOLDER, WEIGHTS_FILE, saved_tokenizer_path  # noqa: E402
 from srdd_scale.utils.rundir import run_dir_for  # noqa: E402
 
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         overrides += [f"train.total_steps={args.steps}", f"train.warmup_steps={args.steps // 10}"]
     train_yaml = [str(QUICKSTART_CONFIG), str(ROOT / BACKEND_CONFIGS[args.backend])]
-    cfg = load_config(train_yaml, overrides)
+    cfg = RunConfig.load(train_yaml, overrides)
     run_dir = run_dir_for(cfg, cfg.logging.output_dir, cfg.logging.run_name)
     final_ckpt = run_dir / "checkpoints" / f"step_{cfg.train.total_steps:08d}" / "COMPLETE"
     runner = Runner(args.threads, use_gates=not args.no_gates)
@@ -272,21 +273,21 @@ def main(argv: list[str] | None = None) -> int:
         export_checkpoint(run_dir, export_dir, overwrite=True)
 
     train_command = [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-                     "tools/train.py", *train_yaml, *overrides]
+                     "-m", "srdd_scale.cli.train", *train_yaml, *overrides]
     tokenizer_budget = [f"tokenizer_train.steps={args.tokenizer_steps}",
                         f"tokenizer_train.max_minutes={args.tokenizer_minutes or 'null'}"]
     stages = [
         Stage("image tokenizer",
-              lambda: runner.subprocess([py, "tools/train_tokenizer.py", str(TOKENIZER_CONFIG), *tokenizer_budget,
+              lambda: runner.subprocess([*tool_command("train_tokenizer"), str(TOKENIZER_CONFIG), *tokenizer_budget,
                                          f"tokenizer_train.num_threads={runner.threads_now()}",
                                          "--output", str(tok_run)])(),
               lambda: (tokenizer / WEIGHTS_FILE).is_file(), tokenizer_gate),
         Stage("caption tokenizer",
-              runner.subprocess([py, "tools/train_text_tokenizer.py", "configs/text/shapes_spm.yaml",
+              runner.subprocess([*tool_command("train_text_tokenizer"), "configs/text/shapes_spm.yaml",
                                  "--output", str(spm)]),
               lambda: Path(f"{spm}.model").is_file(), caption_gate),
         Stage("pretokenize to MDS",
-              runner.subprocess([py, "tools/pretokenize.py", str(QUICKSTART_CONFIG), "--output", str(shards_train),
+              runner.subprocess([*tool_command("pretokenize"), str(QUICKSTART_CONFIG), "--output", str(shards_train),
                                  "--heldout-output", str(shards_heldout), *overrides]),
               lambda: (shards_train / "stats.json").is_file() and (shards_heldout / "index.json").is_file(),
               pretokenize_gate),
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
               lambda: (export_dir / "config.json").is_file() and (export_dir / "generation_config.json").is_file()),
         Stage("held-out prompts", lambda: write_heldout_prompts(cfg, prompts, args.num_prompts), prompts.is_file),
         Stage("sample from the export",
-              runner.subprocess([py, "tools/sample.py", "--model", str(export_dir), "--prompts-file", str(prompts),
+              runner.subprocess([*tool_command("sample"), "--model", str(export_dir), "--prompts-file", str(prompts),
                                  "--num", "1", "--seed", str(SAMPLE_SEED), "--batch-size", str(SAMPLE_BATCH),
                                  "--out", str(samples)]),
               lambda: (samples / "grid.png").is_file()),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from srdd_scale.config import ConfigError
+from srdd_scale.config import ConfigError, require
 
 SOURCES = ("auto", "synthetic", "folder", "webdataset")
 
@@ -22,10 +22,14 @@ class DataConfig:
     seed: int = 0  # synthetic shapes seed (the data set is a pure function of it)
     synthetic_train_samples: int = 2048  # size of the synthetic `train` split that pretokenize writes
     synthetic_heldout_samples: int = 256  # size of the synthetic `heldout` split (0: do not write it)
-    # --- preprocessing (VAR resizes the short side to 1.125x then crops; srdd-method.md §7.3)
+    # --- preprocessing (VAR resizes the short side to 1.125x then crops; docs/method.md §8.3)
     resize_ratio: float = 1.125  # short side is resized to round(resize_ratio * image_size), then centre-cropped
     min_size: int = 0  # images whose short side is below this are skipped as `too_small` (0: keep all)
     max_image_pixels: int = 89_478_485  # larger images are skipped as `decompression_bomb` (Pillow's default)
+    # --- caps on hostile inputs (checked before anything is decoded or read whole)
+    max_aspect_ratio: float = 20.0  # long side / short side above this is skipped as `extreme_aspect_ratio`
+    max_file_bytes: int = 1 << 26  # image/caption files and tar members above this are skipped as `file_too_large`
+    max_caption_bytes: int = 2048  # longer captions (UTF-8) are cut to this and counted as `caption_truncated`
     # --- pretokenize throughput
     decode_workers: int = 2  # processes decoding/resizing images in parallel
     encode_batch_size: int = 64  # images per tokenizer.encode call
@@ -44,10 +48,13 @@ class DataConfig:
             raise ConfigError(f"data.image_size={self.image_size}: expected >= 16 pixels")
         if self.resize_ratio < 1.0:
             raise ConfigError(f"data.resize_ratio={self.resize_ratio}: expected >= 1.0 (resize, then crop)")
+        require(self.seed >= 0, "data.seed", self.seed, "an int >= 0")
         for key in ("min_size", "synthetic_train_samples", "synthetic_heldout_samples", "decode_workers",
                     "shuffle_block_size", "num_workers", "predownload"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key}={getattr(self, key)}: expected >= 0")
-        for key in ("max_image_pixels", "encode_batch_size", "shard_size_limit"):
+        require(self.max_aspect_ratio >= 1, "data.max_aspect_ratio", self.max_aspect_ratio, "a ratio >= 1")
+        for key in ("max_image_pixels", "max_file_bytes", "max_caption_bytes", "encode_batch_size",
+                    "shard_size_limit"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}={getattr(self, key)}: expected a positive integer")

@@ -8,9 +8,11 @@ parts' index.json files into one dataset index at the output root.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -29,7 +31,7 @@ from srdd_scale.data.mds import (
     tokenizer_meta, write_json,
 )
 from srdd_scale.data.preprocess import SkipSample, image_to_uint8, uint8_to_tensor
-from srdd_scale.data.sources import iter_refs, list_inputs, part_slice, resolve_source
+from srdd_scale.data.sources import CAPTION_TRUNCATED, iter_refs, list_inputs, part_slice, resolve_source
 from srdd_scale.data import shapes
 from srdd_scale.text.config import TextConfig
 from srdd_scale.tokenizer import TokenizerConfig, flatten_codes
@@ -56,6 +58,90 @@ def part_dir(output: str | Path, shard_index: int, num_shards: int) -> Path:
     return Path(output) / f"part-{shard_index:05d}-of-{num_shards:05d}"
 
 
+class OutputError(RuntimeError):
+    """The output folder cannot be written, or holds data this run must not replace (one line for the user)."""
+
+
+_PART_NAME = re.compile(r"^part-\d{5}-of-\d{5}$")
+_ROOT_FILES = ("index.json", META_FILE, STATS_FILE, COMPLETE_FILE)
+# Failures of the output, not of a record: a file where a folder should be, no permission, no space.
+_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                  errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+
+
+def _settings(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != "num_samples"}
+
+
+def _made_with(folder: Path, expected_meta: dict) -> bool | None:
+    """Whether ``folder``'s meta.json has ``expected_meta``'s settings (None: no meta.json)."""
+    if not (folder / META_FILE).is_file():
+        return None
+    try:
+        return _settings(json.loads((folder / META_FILE).read_text())) == expected_meta
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _foreign_entries(output: Path, expected_meta: dict) -> list[Path]:
+    """What in ``output`` this run did not write: another run's dataset or parts, or unrelated files."""
+    foreign: list[Path] = []
+    ours = _made_with(output, expected_meta)
+    if ours is not None:
+        if not ours:
+            foreign += [output / name for name in _ROOT_FILES if (output / name).exists()]
+    elif (output / "index.json").exists():  # an MDS dataset that tools/pretokenize.py did not write
+        foreign += [output / name for name in _ROOT_FILES if (output / name).exists()]
+    known = set(_ROOT_FILES) | {name + ".tmp" for name in _ROOT_FILES}
+    for entry in sorted(output.iterdir()):
+        if _PART_NAME.match(entry.name) and entry.is_dir():
+            if _made_with(entry, expected_meta) is False:
+                foreign.append(entry)
+        elif entry.name not in known:
+            foreign.append(entry)
+    return foreign
+
+
+def prepare_output(output: str | Path, expected_meta: dict, overwrite: bool = False) -> None:
+    """Refuse an ``output`` that is a file or holds a dataset this run did not write; ``overwrite`` removes
+    that dataset (its index/meta/stats, its parts, and the shard files its index.json names).
+
+    Entries of this run (same settings) are kept, so parts of one run may start in any order.
+    Files that belong to no dataset are never removed, even with ``overwrite``.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"--output {output} is a file, expected a folder (new or written by pretokenize)")
+    if not output.is_dir():
+        return
+    foreign = _foreign_entries(output, expected_meta)
+    if not foreign:
+        return
+    names = ", ".join(p.name for p in foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+    if not overwrite:
+        raise OutputError(f"--output {output} holds a dataset this run did not write ({names}); pass --overwrite "
+                          "to replace it, or choose another --output")
+    shard_files: set[str] = set()
+    index = output / "index.json"
+    if index in foreign:
+        try:
+            for shard in json.loads(index.read_text()).get("shards", []):
+                for kind in ("raw_data", "zip_data"):
+                    if isinstance(shard.get(kind), dict):
+                        shard_files.add(str(shard[kind].get("basename", "")))
+        except (OSError, ValueError, AttributeError):
+            pass
+    others = [p for p in foreign if p.name not in shard_files and p.name not in _ROOT_FILES
+              and not _PART_NAME.match(p.name)]
+    if others:
+        listed = ", ".join(p.name for p in others[:5])
+        raise OutputError(f"--output {output} holds files that belong to no dataset ({listed}); --overwrite "
+                          "replaces datasets only: choose an empty or new --output")
+    for path in foreign:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    log.warning("--overwrite: removed %d entries of another dataset from %s", len(foreign), output)
+
+
 def source_meta(cfg: DataConfig, split: str) -> dict:
     """meta.json entries describing what was read and how it was preprocessed."""
     source = resolve_source(cfg)
@@ -74,6 +160,7 @@ class _Decoded:
     attrs: dict
     class_id: int
     skip_reason: str | None
+    caption_truncated: bool = False
 
 
 class _DecodeStream(IterableDataset):
@@ -92,13 +179,13 @@ class _DecodeStream(IterableDataset):
             if reason is None:
                 try:
                     pixels = image_to_uint8(raw.image, self.image_size, self.cfg.resize_ratio, self.cfg.min_size,
-                                            self.cfg.max_image_pixels)
+                                            self.cfg.max_image_pixels, self.cfg.max_aspect_ratio)
                 except SkipSample as skip:
                     reason = skip.reason
                 except Exception as err:  # a dirty corpus finds every corner of every Pillow plugin
                     log.warning("%s: unreadable image (%s: %s)", raw.key, type(err).__name__, err)
                     reason = "unreadable_image"
-            yield _Decoded(raw.key, pixels, raw.caption, raw.attrs, raw.class_id, reason)
+            yield _Decoded(raw.key, pixels, raw.caption, raw.attrs, raw.class_id, reason, raw.caption_truncated)
 
 
 def _collate(items: list[_Decoded]) -> dict:
@@ -107,6 +194,7 @@ def _collate(items: list[_Decoded]) -> dict:
         "good": [dataclasses.replace(item, pixels=None) for item in good],
         "pixels": torch.from_numpy(np.stack([item.pixels for item in good])) if good else None,
         "skipped": [(item.key, item.skip_reason) for item in items if item.skip_reason is not None],
+        "captions_truncated": sum(item.caption_truncated for item in good),
     }
 
 
@@ -126,8 +214,12 @@ def _finished(folder: Path, expected_meta: dict) -> bool:
 
 def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer, text_tokenizer,
                      split: str = "train", shard_index: int = 0, num_shards: int = 1,
-                     device: str | torch.device = "cpu") -> dict:
-    """Write part ``shard_index`` of ``num_shards`` of ``split`` under ``output``; returns its stats."""
+                     device: str | torch.device = "cpu", overwrite: bool = False) -> dict:
+    """Write part ``shard_index`` of ``num_shards`` of ``split`` under ``output``; returns its stats.
+
+    Raises OutputError (one line) when ``output`` cannot be written or holds another dataset (see
+    :func:`prepare_output`; ``overwrite`` replaces it).
+    """
     folder = part_dir(output, shard_index, num_shards)
     if image_tokenizer.image_size != cfg.data.image_size:
         raise ConfigError(
@@ -136,6 +228,18 @@ def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer
         )
     refs = part_slice(list_inputs(cfg.data, split), shard_index, num_shards)
     expected = tokenizer_meta(image_tokenizer, text_tokenizer) | source_meta(cfg.data, split)
+    try:
+        return _run_part(cfg, folder, refs, expected, image_tokenizer, text_tokenizer, split, shard_index,
+                         num_shards, device, overwrite)
+    except OSError as err:
+        if err.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"cannot write {err.filename or folder}: {err.strerror or err}") from None
+
+
+def _run_part(cfg: PretokenizeConfig, folder: Path, refs, expected: dict, image_tokenizer, text_tokenizer,
+              split: str, shard_index: int, num_shards: int, device, overwrite: bool) -> dict:
+    prepare_output(folder.parent, expected, overwrite)
     if _finished(folder, expected):
         log.info("%s is complete, skipping", folder)
         return read_stats(folder)
@@ -170,7 +274,7 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_to
     loader = DataLoader(stream, batch_size=cfg.data.encode_batch_size, num_workers=workers, collate_fn=_collate,
                         prefetch_factor=4 if workers else None)
     skipped: Counter = Counter()
-    written = 0
+    written = truncated = 0
     start = time.perf_counter()
     total = len(refs) if resolve_source(cfg.data) != "webdataset" else None
     bar = progress(total=total, unit="img", desc=f"{split} part {shard_index + 1}/{num_shards}")
@@ -179,6 +283,7 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_to
             for key, reason in batch["skipped"]:
                 skipped[reason] += 1
                 log.debug("skipped %s: %s", key, reason)
+            truncated += batch["captions_truncated"]
             good = batch["good"]
             if good:
                 images = uint8_to_tensor(batch["pixels"]).to(device, non_blocking=True)
@@ -194,6 +299,7 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_to
     return {
         "written": written,
         "skipped": dict(sorted(skipped.items())),
+        CAPTION_TRUNCATED: truncated,  # written, with the caption cut to data.max_caption_bytes
         "seconds": round(seconds, 3),
         "images_per_s": round(written / seconds, 2) if seconds > 0 else 0.0,
         "device": str(device),
@@ -238,6 +344,7 @@ def merge_parts(output: str | Path, num_shards: int) -> dict:
     stats = {
         "written": sum(s["written"] for s in part_stats),
         "skipped": dict(sorted(skipped.items())),
+        CAPTION_TRUNCATED: sum(s.get(CAPTION_TRUNCATED, 0) for s in part_stats),
         "parts": num_shards,
         # Parts may run in parallel: the throughput of the whole is the sum of the parts'.
         "images_per_s": round(sum(s["images_per_s"] for s in part_stats), 2),

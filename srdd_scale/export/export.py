@@ -18,6 +18,7 @@ from srdd_scale.export.folder import (
     CARD_FILE, GENERATION_FILE, IMAGE_TOKENIZER_DIR, TEXT_ENCODER_DIR, TEXT_TOKENIZER_DIR, check_export_folder,
 )
 from srdd_scale.model import SamplingConfig
+from srdd_scale.run_config import RunConfig
 from srdd_scale.model.hf import SRDDConfig, SRDDModel
 from srdd_scale.tokenizer import save_tokenizer
 from srdd_scale.train import checkpoint as ckpt
@@ -113,7 +114,7 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, *, bundle_text_en
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir}: exists and is not empty; choose a new folder or pass overwrite")
-    cfg = load_saved_config(config_path)
+    cfg = load_saved_config(config_path, RunConfig)
     meta = ckpt.read_meta(folder)
     sampling = sampling or SamplingConfig()
     sampling.validate()

@@ -153,7 +153,7 @@ class SRDDPipeline:
     def edit(self, mode: str, images: Sequence[Image.Image], known: Optional[torch.Tensor] = None,
              prompts: Optional[Sequence[str]] = None, class_ids: Optional[Sequence[int]] = None, *, seed: int = 0,
              sampling: Optional[SamplingConfig] = None, **overrides) -> list[Image.Image]:
-        """Zero-shot editing (srdd-method.md §5) via model/editing.py.
+        """Zero-shot editing (docs/method.md §7) via model/editing.py.
 
         `inpaint`/`outpaint`: `images` are resized to the model's size, `known` [B, H, W] bool is True where
         pixels are kept. `superres`: `images` are the low-resolution inputs, kept at their own size.

@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput
 # transformers copies only the relative imports of *this* file into its module cache (yet resolves them
 # recursively when loading), so every sibling the transformer needs is imported here by name.
 from .blocks import SRDDBlock
-from .config import ModelConfig
+from .config import VAR_PATCH_NUMS_256, ModelConfig
 from .masks import attention_allowed  # noqa: F401  (see above: makes transformers copy masks.py)
 from .transformer import SRDDTransformer
 
@@ -35,7 +35,7 @@ class SRDDConfig(PretrainedConfig):
 
     def __init__(
         self,
-        patch_nums: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+        patch_nums: tuple[int, ...] = VAR_PATCH_NUMS_256,
         vocab_size: int = 4096,
         latent_dim: int = 32,
         text_dim: Optional[int] = None,

@@ -1,4 +1,4 @@
-"""Scale-by-scale ancestral sampling (srdd-method.md §4, §7.6): one model call per scale, seeded, batched.
+"""Scale-by-scale ancestral sampling (docs/method.md §6.1): one model call per scale, seeded, batched.
 
 Under the `markovian` mask each call processes only the current scale's tokens (its input is the state
 I_{k-1}, no KV cache); `markovian_prev` and `block_causal` keep the K/V of the scales they may see.
@@ -15,7 +15,7 @@ from srdd_scale.model.transformer import Condition, SRDDTransformer
 
 
 def guidance_weight(cfg: SamplingConfig, scale: int, num_scales: int) -> float:
-    """t in (1+t)*cond - t*uncond: VAR's linear ramp 0 -> w over the scales (srdd-method.md §7.6), or constant w."""
+    """t in (1+t)*cond - t*uncond: VAR's linear ramp 0 -> w over the scales (docs/method.md §6.2), or constant w."""
     if cfg.cfg_schedule == "constant" or num_scales == 1:
         return cfg.cfg_scale
     return cfg.cfg_scale * scale / (num_scales - 1)
@@ -46,7 +46,7 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def draw_tokens(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
     """Sample one scale's tokens from (guided) logits [B, N, V], with optional mask resampling.
 
-    Mask resampling (srdd-method.md §4.1/§4.3, variant "Option A", chosen because it needs no extra forward
+    Mask resampling (docs/method.md §6.5, §9.10; this variant is chosen because it needs no extra forward
     pass and no input the model never saw in training): after the first draw, every token whose probability
     under the filtered distribution is below `p_resample` is redrawn from that same distribution, for
     `mr_steps` rounds; tokens still below the threshold after the last round keep their last draw. It

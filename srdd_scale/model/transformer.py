@@ -1,6 +1,6 @@
-"""The SRDD transformer: VAR's next-scale predictor (srdd-method.md §7.2) with a Markovian mask (§2.2).
+"""The SRDD transformer: VAR's next-scale predictor (docs/method.md §4) with a Markovian mask (§3.1).
 
-Conditioning (srdd-method.md §2.2, §8.2, §8.12): the condition vector y (pooled text and/or class embedding,
+Conditioning (docs/method.md §4.3-§4.5, §9.2, §9.4): the condition vector y (pooled text and/or class embedding,
 or the learned null condition) drives every AdaLN and builds the start token; text tokens also reach every
 block through cross-attention; with `scale_cond` a learned per-scale embedding is added to the AdaLN
 condition so each block is told the step n explicitly, i.e. the reverse step f(I_n, n, y).
@@ -93,7 +93,7 @@ class SRDDTransformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """VAR's init (srdd-method.md §7.2): std sqrt(1/3C); head x0.02; out-proj / sqrt(2 depth); AdaLN gates x alng."""
+        """VAR's init (docs/method.md §4.6): std sqrt(1/3C); head x0.02; out-proj / sqrt(2 depth); gates x alng."""
         dim, depth = self.dim, self.cfg.depth
         std = math.sqrt(1 / dim / 3)
         for module in self.modules():
@@ -245,18 +245,6 @@ class SRDDTransformer(nn.Module):
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout, kv)
         return self.head(x, ada_cond, None)
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups: no decay on 1-D tensors (biases, norms, temperatures, null vectors) and on the
-        position/level/scale embeddings, as VAR (srdd-method.md §7.3); decay on every weight matrix."""
-        no_decay_names = ("pos_start", "pos_embed", "lvl_embed.", "scale_embed.")
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim <= 1 or name.startswith(no_decay_names) or name.endswith("scale_mul")
-             else decay).append(param)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
     # ------------------------------------------------------------------------------------------ sizes
 
     def parameter_groups(self) -> dict[str, int]:
@@ -279,9 +267,9 @@ class SRDDTransformer(nn.Module):
 def state_dict_for_schedule(
     state: dict[str, torch.Tensor], patch_nums: tuple[int, ...], new_patch_nums: tuple[int, ...]
 ) -> dict[str, torch.Tensor]:
-    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (scale distillation, §4.3).
+    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (docs/method.md §6.6).
 
-    Every kept scale keeps its own position, level and scale embeddings (srdd-method.md §4.3 step 3); all
+    Every kept scale keeps its own position, level and scale embeddings (docs/method.md §6.6); all
     other weights are shared by every schedule. Load the result into build_model(..., new_patch_nums, ...).
     """
     missing = [p for p in new_patch_nums if p not in patch_nums]

@@ -56,7 +56,7 @@ def _column(points: Sequence[ScalingPoint], field: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PowerLawFit:
-    """``L = (beta * X)**alpha`` (VAR's form, srdd-method.md §7.5) with the log-log Pearson correlation."""
+    """``L = (beta * X)**alpha`` (VAR's form, docs/method.md §8.5) with the log-log Pearson correlation."""
 
     variable: str  # which field X is: "params" or "flops"
     alpha: float  # exponent (negative when loss falls with X)
@@ -85,8 +85,8 @@ def fit_power_law(points: Sequence[ScalingPoint], variable: str = "params") -> P
 
 
 def best_per_size(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
-    """Each model size at its lowest loss: VAR fits L(N) on models trained to their best (§7.5), not on every
-    (size, budget) pair, where short budgets would mix data-limited losses into the size law."""
+    """Each model size at its lowest loss: VAR fits L(N) on models trained to their best (docs/method.md §8.5),
+    not on every (size, budget) pair, where short budgets would mix data-limited losses into the size law."""
     best: dict[float, ScalingPoint] = {}
     for point in points:
         if point.params not in best or point.loss < best[point.params].loss:
@@ -95,7 +95,7 @@ def best_per_size(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
 
 
 def compute_frontier(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
-    """Points that reach a lower loss than any cheaper point: VAR's ``C_min`` frontier (§7.5)."""
+    """Points that reach a lower loss than any cheaper point: VAR's ``C_min`` frontier (docs/method.md §8.5)."""
     frontier, best = [], math.inf
     for point in sorted(points, key=lambda p: (p.flops, p.loss)):
         if point.loss < best:

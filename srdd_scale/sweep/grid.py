@@ -16,7 +16,7 @@ from srdd_scale.sweep.config import SweepConfig
 from srdd_scale.text.config import TINY_T5
 
 # N convention of every result and fit: the image transformer blocks without the text cross-attention,
-# embeddings and head (VAR's 18*d*w^2-style count used for its scaling laws, srdd-method.md §7.5).
+# embeddings and head (VAR's 18*d*w^2-style count used for its scaling laws, docs/method.md §8.1).
 PARAM_CONVENTION = "core"
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from srdd_scale.config import ConfigError
+from srdd_scale.config import ConfigError, require
 from srdd_scale.data.config import DataConfig
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 
-# VAR's 256 px schedule (srdd-method.md §7.1): 10 scales, 680 tokens on a 16x16 latent.
-VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 # Codes are stored as uint16 in the MDS shards (docs/contracts.md), which caps the codebook.
 MAX_VOCAB_SIZE = 1 << 16
 
@@ -30,7 +29,7 @@ def check_patch_nums(patch_nums: tuple[int, ...], latent_size: int, key: str = "
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; srdd-method.md §7.1)."""
+    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; docs/method.md §2.1)."""
 
     image_size: int = 256  # side of the square input images in pixels
     ch: int = 160  # base channel width of the CNN encoder/decoder
@@ -131,6 +130,10 @@ class TokenizerTrainConfig:
                 raise ConfigError(f"tokenizer_train.{key}={getattr(self, key)}: expected >= 0")
         if self.lr <= 0:
             raise ConfigError(f"tokenizer_train.lr={self.lr}: expected > 0")
+        for key in ("seed", "weight_decay", "grad_clip", "beta", "perceptual_weight", "dead_code_threshold"):
+            require(getattr(self, key) >= 0, f"tokenizer_train.{key}", getattr(self, key), "a value >= 0")
+        require(self.num_threads is None or self.num_threads >= 1, "tokenizer_train.num_threads", self.num_threads,
+                "an int >= 1 or null (torch's default)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"tokenizer_train.min_lr_ratio={self.min_lr_ratio}: expected 0..1")
         if self.l1_weight < 0 or self.l2_weight < 0 or self.l1_weight + self.l2_weight == 0:

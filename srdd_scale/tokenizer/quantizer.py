@@ -1,4 +1,4 @@
-"""VAR's multi-scale residual quantizer (srdd-method.md §7.1 and §3.1).
+"""VAR's multi-scale residual quantizer (docs/method.md §2.1 and §2.2).
 
 For each scale k (coarse to fine): area-downsample the residual to p_k x p_k, take the nearest
 codebook entry (L2), embed, bicubic-upsample back to the latent grid, refine with a Phi conv,

@@ -1,6 +1,6 @@
 """Tokenizer training loop behind tools/train_tokenizer.py.
 
-Losses: L1/L2 reconstruction, VAR's VQ loss (commitment beta with straight-through; srdd-method.md §7.1),
+Losses: L1/L2 reconstruction, VAR's VQ loss (commitment beta with straight-through; docs/method.md §2.4),
 optional perceptual loss. Codebook usage is tracked as an EMA of per-scale hits (VAR's `ema_vocab_hit_SV`)
 and codes that fall out of use are re-initialised from current encoder residuals. DDP across processes
 (gloo on CPU, nccl on GPU); checkpoints resume on any world size.

@@ -18,7 +18,7 @@ TRAINING_STATE_KEYS = ("quantize.ema_vocab_hit_SV",)
 
 
 class MultiScaleVQTokenizer(nn.Module):
-    """Images in [-1, 1] <-> VAR's pyramid of token maps (srdd-method.md §7.1)."""
+    """Images in [-1, 1] <-> VAR's pyramid of token maps (docs/method.md §2)."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import signal
@@ -18,9 +17,9 @@ from srdd_scale.train import checkpoint as ckpt
 from srdd_scale.train.backends import build_backend, plan_batch
 from srdd_scale.train.callbacks import default_callbacks
 from srdd_scale.train.callbacks.base import StepReport
-from srdd_scale.train.callbacks.speed import SpeedMonitor
 from srdd_scale.train.ema import EMA
 from srdd_scale.train.schedules import lr_at
+from srdd_scale.train.state import TrainState, all_reduce_mean, autocast, rng_isolated
 from srdd_scale.train.task import SRDDTask
 from srdd_scale.utils.dist import DistEnv, barrier, destroy_distributed, device_for, init_distributed
 from srdd_scale.utils.logging import get_logger, progress
@@ -82,28 +81,16 @@ class Trainer:
             eval_loader = build_dataloader(cfg.data, "heldout", self.plan.micro_batch_size, train.seed, meta,
                                            num_workers=cfg.data.num_workers)
         self.callbacks = default_callbacks(eval_loader)
-        self.speed = next(cb for cb in self.callbacks if isinstance(cb, SpeedMonitor))
         self.step = 0
         self.non_finite_skips = 0
         self.stop_requested = False
 
     # ------------------------------------------------------------------------------------------ helpers
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        precision = self.cfg.train.precision
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
-
-    def rng_isolated(self) -> contextlib.AbstractContextManager:
-        """Eval and sampling must not advance the training RNG streams, or resumed runs would diverge."""
-        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
-
-    def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Mean of each value over ranks, in one collective."""
-        keys = sorted(values)
-        packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(packed)
-        return {k: v / self.env.world_size for k, v in zip(keys, packed.tolist())}
+    def state(self) -> TrainState:
+        """What callbacks see of the run now."""
+        return TrainState(cfg=self.cfg, env=self.env, device=self.device, run_dir=self.run_dir, task=self.task,
+                          backend=self.backend, step=self.step)
 
     def _cond_drop(self, micro: int) -> torch.Tensor | None:
         """CFG condition dropout drawn from (seed, step, micro-batch, rank): resumes exactly, on any world size."""
@@ -137,7 +124,7 @@ class Trainer:
         would shift the drop-path stream, so it happens inside ``rng_isolated``.
         """
         iterator = iter(self.train_loader)
-        with self.rng_isolated():
+        with rng_isolated(self.device):
             batch = next(iterator, None)
         while batch is not None:
             yield batch
@@ -228,7 +215,7 @@ class Trainer:
         for micro in range(accum):
             batch = next(batches)
             with self.backend.micro_step_context(micro == accum - 1):
-                with self.autocast():
+                with autocast(self.device, cfg.train.precision):
                     loss, metrics = self.task.loss(self.backend.model, batch, self._cond_drop(micro))
                 self.backend.backward(loss)
             loss_sum += float(loss.detach())
@@ -237,7 +224,7 @@ class Trainer:
         # one collective carries the loss, the per-scale metrics and both flags (non-finite, stop request)
         local = {"loss": loss_sum / accum, **metric_sums,
                  "_non_finite": float(not math.isfinite(loss_sum)), "_stop": float(self.stop_requested)}
-        reduced = self.all_reduce_mean(local)
+        reduced = all_reduce_mean(local, self.device, self.env.world_size)
         non_finite, self.stop_requested = reduced.pop("_non_finite") > 0, reduced.pop("_stop") > 0
         if non_finite:
             if cfg.train.non_finite == "stop":
@@ -268,7 +255,7 @@ class Trainer:
         start_step = self.step
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         for callback in self.callbacks:
-            callback.on_train_start(self)
+            callback.on_train_start(self.state())
         self.backend.model.train()
         batches = self.micro_batches()
         bar = progress(total=cfg.train.total_steps, initial=self.step,
@@ -278,8 +265,9 @@ class Trainer:
         try:
             while self.step < cfg.train.total_steps:
                 report = self.train_step(batches)
+                state = self.state()
                 for callback in self.callbacks:
-                    callback.on_step_end(self, report)
+                    callback.on_step_end(state, report)
                 last = report.metrics
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
@@ -290,7 +278,8 @@ class Trainer:
                 every = cfg.train.checkpoint_every
                 if stopped or (every and self.step % every == 0) or self.step == cfg.train.total_steps:
                     self.save_checkpoint()
-                self.speed.reset_clock()
+                for callback in self.callbacks:
+                    callback.on_step_done(state)
                 if stopped:
                     break
         finally:
@@ -305,7 +294,7 @@ class Trainer:
             "wall_seconds": time.perf_counter() - started,
         }
         for callback in self.callbacks:
-            callback.on_train_end(self, summary)
+            callback.on_train_end(self.state(), summary)
         return summary
 
 

@@ -122,14 +122,6 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank iff ``flag`` is true on at least one (the step-boundary agreement for stop signals)."""
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    if dist.is_initialized():
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -29,7 +29,7 @@ def test_rows_match_the_counters(guide):
         assert row["params"] == parameter_counts(cfg, s.patch_nums, 4096, 32, s.text_dim)
         assert row["flops_per_image_train"]["markovian"] == flops_per_image(
             cfg, s.patch_nums, "markovian", s.text_len, True, 4096, 32, s.text_dim)
-        # VAR's convention: core ~ 18 d w^2 (srdd-method.md §7.2: d16 302M, d30 1.99B)
+        # VAR's convention: core ~ 18 d w^2 (docs/method.md §8.1: d16 302M, d30 1.99B)
         assert row["params"]["core"] == pytest.approx(18 * row["depth"] * (64 * row["depth"]) ** 2, rel=0.01)
         flops = row["flops_per_image_train"]
         assert flops["markovian"] < flops["markovian_prev"] < flops["block_causal"]

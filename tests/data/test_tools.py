@@ -1,6 +1,5 @@
 """The pretokenize and caption-tokenizer CLIs, run in-process as a user would call them."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from streaming import StreamingDataset
 
+from srdd_scale.cli import bench_pretokenize, pretokenize, train_text_tokenizer
 from srdd_scale.data.shapes import generate_shape_sample
 from srdd_scale.text import TextConfig, load_text_tokenizer
 from srdd_scale.tokenizer import save_tokenizer
@@ -17,16 +17,9 @@ from srdd_scale.tokenizer import save_tokenizer
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_no_argument_default_writes_synthetic_train_and_heldout(tmp_path, monkeypatch, capsys, image_tokenizer):
     monkeypatch.chdir(tmp_path)
-    tool = _tool("pretokenize")
+    tool = pretokenize
     # The default tokenizer exists (training it is the tokenizer package's job, tested there): it is reused.
     save_tokenizer(image_tokenizer, tool.DEFAULT_TOKENIZER_DIR)
     assert tool.main(["data.synthetic_train_samples=12", "data.synthetic_heldout_samples=4",
@@ -47,7 +40,7 @@ def test_no_argument_default_writes_synthetic_train_and_heldout(tmp_path, monkey
 
 def test_parts_without_a_tokenizer_are_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tool = _tool("pretokenize")
+    tool = pretokenize
     with pytest.raises(SystemExit, match="no tokenizer.checkpoint and no tokenizer at .*train one first"):
         tool.main(["--num-shards", "2", "--shard-index", "1"])
 
@@ -60,7 +53,7 @@ def test_input_folder_with_checkpoint_and_parts(tmp_path, monkeypatch, capsys, i
         sample.image.save(corpus / f"{i}.png")
         (corpus / f"{i}.txt").write_text(sample.caption)
     checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
-    tool = _tool("pretokenize")
+    tool = pretokenize
     common = ["--input", str(corpus), "--output", str(tmp_path / "out"), f"tokenizer.checkpoint={checkpoint}",
               f"text.tokenizer={text_cfg.tokenizer}", "data.decode_workers=0", "--device", "cpu"]
     for index in range(2):
@@ -83,7 +76,7 @@ def test_input_folder_with_checkpoint_and_parts(tmp_path, monkeypatch, capsys, i
 
 
 def test_slurm_array_and_torchrun_pick_the_part(monkeypatch):
-    tool = _tool("pretokenize")
+    tool = pretokenize
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
@@ -101,7 +94,7 @@ def test_slurm_array_and_torchrun_pick_the_part(monkeypatch):
 ])
 def test_bad_or_empty_input_fails_at_once(tmp_path, monkeypatch, make_input, message):
     monkeypatch.chdir(tmp_path)
-    tool = _tool("pretokenize")
+    tool = pretokenize
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["--input", str(make_input(tmp_path)), "--output", str(tmp_path / "out")])
     assert message in str(exit_info.value.code)
@@ -109,7 +102,7 @@ def test_bad_or_empty_input_fails_at_once(tmp_path, monkeypatch, make_input, mes
 
 
 def test_train_text_tokenizer_tool(tmp_path, capsys):
-    tool = _tool("train_text_tokenizer")
+    tool = train_text_tokenizer
     assert tool.main(["--output", str(tmp_path / "spm"), "--vocab-size", "96", "--max-captions", "300",
                       "data.synthetic_train_samples=300"]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -136,7 +129,7 @@ def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, 
 
 def test_bench_pretokenize_smoke(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tool = _tool("bench_pretokenize")
+    tool = bench_pretokenize
     assert tool.main(["--small-images", "8", "--var-images", "1", "--batch-size", "4", "--decode-workers", "0",
                       "--device", "cpu", "--json", str(tmp_path / "bench.json")]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())

@@ -18,6 +18,7 @@ from srdd_scale.export.checkpoints import read_model_state, resolve_checkpoint
 from srdd_scale.export.export import export_checkpoint
 from srdd_scale.export.folder import ExportFolderError
 from srdd_scale.export.pipeline import SRDDPipeline
+from srdd_scale.run_config import RunConfig
 from srdd_scale.model import SamplingConfig
 from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import split_codes
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def reference(run_dir: Path):
     """The training model rebuilt from its checkpoint, its frozen parts, and one batch of inputs."""
-    cfg = load_saved_config(run_dir / "config.yaml")
+    cfg = load_saved_config(run_dir / "config.yaml", RunConfig)
     task = SRDDTask(cfg, torch.device("cpu"))
     model = task.build_model().eval()
     _, folder = resolve_checkpoint(run_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,19 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from srdd_scale.cli import evaluate, export_hf, sample
 from srdd_scale.export.importing import load_exported_weights
 from srdd_scale.export.pipeline import SRDDPipeline
 from srdd_scale.export.val_loss import validation_loss
 from srdd_scale.model import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_load_exported_weights_into_reduced_schedule(trained):
@@ -63,10 +56,9 @@ def test_sample_tool_writes_pngs_index_and_grid(trained, tmp_path):
     prompts.write_text(json.dumps({"prompt": "a red circle", "attrs": {"colour": "red"}}) + "\n"
                        + json.dumps({"prompt": "a blue square", "attrs": {"colour": "blue"}}) + "\n")
     out = tmp_path / "samples"
-    sample_tool = _tool("sample")
-    assert sample_tool.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2",
-                             "--cfg", "1.0", "--top-k", "5", "--seed", "3", "--batch-size", "3",
-                             "--out", str(out)]) == 0
+    assert sample.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2",
+                        "--cfg", "1.0", "--top-k", "5", "--seed", "3", "--batch-size", "3",
+                        "--out", str(out)]) == 0
     records = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in records] == ["a red circle"] * 2 + ["a blue square"] * 2
     assert records[2]["attrs"] == {"colour": "blue"}
@@ -75,8 +67,8 @@ def test_sample_tool_writes_pngs_index_and_grid(trained, tmp_path):
     assert Image.open(out / "grid.png").size[0] > 16
     # the same seed and batch size reproduce the same images
     again = tmp_path / "again"
-    sample_tool.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2", "--cfg", "1.0",
-                      "--top-k", "5", "--seed", "3", "--batch-size", "3", "--out", str(again)])
+    sample.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2", "--cfg", "1.0",
+                 "--top-k", "5", "--seed", "3", "--batch-size", "3", "--out", str(again)])
     assert (out / "00003.png").read_bytes() == (again / "00003.png").read_bytes()
 
 
@@ -92,14 +84,14 @@ def test_sample_tool_zero_shot_modes(trained, tmp_path, mode):
         mask.paste(0, (4, 4, 12, 12))
         mask.save(tmp_path / "mask.png")
         args += ["--mask", str(tmp_path / "mask.png")]
-    assert _tool("sample").main(args) == 0
+    assert sample.main(args) == 0
     assert Image.open(tmp_path / "out" / "00000.png").size == (16, 16)
 
 
 def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     run_dir, export_dir = trained("ddp")
     out = tmp_path / "via_cli"
-    assert _tool("export_hf").main([str(run_dir), str(out), "--cfg", "3.0", "--top-k", "0"]) == 0
+    assert export_hf.main([str(run_dir), str(out), "--cfg", "3.0", "--top-k", "0"]) == 0
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["cfg_scale"] == 3.0 and generation["top_k"] == 0
     assert SRDDPipeline.from_pretrained(out).sampling.cfg_scale == 3.0
@@ -113,7 +105,7 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     assert result["loss/mean"] == pytest.approx(weighted, rel=1e-5)
     assert 0 <= result["acc/mean"] <= 1
     report = tmp_path / "val.json"
-    assert _tool("evaluate").main(["--val-loss", train_assets["heldout"], "--model", str(export_dir),
+    assert evaluate.main(["--val-loss", train_assets["heldout"], "--model", str(export_dir),
                                    "--batch-size", "4", "--out", str(report)]) == 0
     via_cli = json.loads(report.read_text())["val_loss"]
     assert via_cli["patch_nums"] == result["patch_nums"]

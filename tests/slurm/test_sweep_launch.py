@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 import yaml
 
-from tools.sweep import main as sweep_main
+from srdd_scale.cli.sweep import main as sweep_main
 
 from .conftest import needs_slurm, trainer_overrides
 

@@ -59,7 +59,7 @@ def _closed_form_optimum(c: float) -> tuple[float, float]:
 
 def test_power_law_recovers_exponent_and_scale():
     rng = np.random.default_rng(1)
-    alpha, beta = -0.23, 2.0  # VAR's L_last = (2.0 N)^-0.23 (srdd-method.md §7.5)
+    alpha, beta = -0.23, 2.0  # VAR's L_last = (2.0 N)^-0.23 (docs/method.md §8.5)
     n = np.geomspace(1.8e7, 2e9, 12)
     points = [ScalingPoint(f"d{i}", x, 1.0, 1.0, (beta * x) ** alpha * math.exp(rng.normal(0, 0.003)))
               for i, x in enumerate(n)]
@@ -171,7 +171,7 @@ def test_analyse_writes_fits_and_readable_plots(tmp_path):
 
 
 def test_fit_scaling_cli(tmp_path, capsys):
-    from tools.fit_scaling import main
+    from srdd_scale.cli.fit_scaling import main
 
     assert main([str(tmp_path)]) == 2
     assert "no results under" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -14,18 +15,23 @@ from srdd_scale.utils.dist import DistEnv
 __all__ = ["Backend", "BatchPlan", "build_backend", "plan_batch"]
 
 
+# parallel.backend -> (module, class); a module is imported only when used (DeepSpeed is slow to import)
+BACKENDS = {
+    "ddp": ("ddp", "DDPBackend"),
+    "fsdp": ("fsdp", "FSDPBackend"),
+    "deepspeed": ("deepspeed", "DeepSpeedBackend"),
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The Backend subclass for ``parallel.backend`` ``name``."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r}: expected one of {sorted(BACKENDS)}")
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(f"srdd_scale.train.backends.{module}"), cls)
+
+
 def build_backend(model: nn.Module, lr: float, env: DistEnv, device: torch.device, train: TrainConfig,
                   parallel: ParallelConfig, plan: BatchPlan, run_dir: Path) -> Backend:
     """Wrap ``model`` for ``parallel.backend`` and create its AdamW (imports only the backend in use)."""
-    args = (env, device, train, parallel, plan)
-    if parallel.backend == "ddp":
-        from srdd_scale.train.backends.ddp import DDPBackend
-
-        return DDPBackend(model, lr, *args)
-    if parallel.backend == "fsdp":
-        from srdd_scale.train.backends.fsdp import FSDPBackend
-
-        return FSDPBackend(model, lr, *args)
-    from srdd_scale.train.backends.deepspeed import DeepSpeedBackend
-
-    return DeepSpeedBackend(model, lr, *args, run_dir=run_dir)
+    return backend_class(parallel.backend)(model, lr, env, device, train, parallel, plan, run_dir)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from srdd_scale.train.config import ParallelConfig, TrainConfig
+from srdd_scale.train.optim import build_optimizer, no_decay_names
 from srdd_scale.utils.dist import DistEnv
 
 
@@ -42,6 +43,10 @@ def plan_batch(train: TrainConfig, parallel: ParallelConfig, world_size: int) ->
 class Backend:
     """One data-parallel strategy. ``model`` is what the loop calls forward on; ``module`` is the plain model.
 
+    Construction is the same for every backend (``__init__``): check the config, note the no-decay names on the
+    unwrapped model, place it on the device, apply the per-block wrappers, then ``wrap`` (the one step a backend
+    writes) shards or replicates it and creates the optimizer over what it made.
+
     The loop drives: ``micro_step_context`` around each micro-batch's forward+backward, ``backward`` per
     micro-batch, then ``step`` (clip + update) or ``discard_step`` once per optimizer step.
     """
@@ -50,9 +55,23 @@ class Backend:
     model: nn.Module
     optimizer: torch.optim.Optimizer
 
-    def __init__(self, env: DistEnv, device: torch.device, train: TrainConfig, parallel: ParallelConfig,
-                 plan: BatchPlan):
+    def __init__(self, model: nn.Module, lr: float, env: DistEnv, device: torch.device, train: TrainConfig,
+                 parallel: ParallelConfig, plan: BatchPlan, run_dir: Path):
         self.env, self.device, self.train_cfg, self.parallel_cfg, self.plan = env, device, train, parallel, plan
+        self.run_dir = Path(run_dir)
+        self.check_config()
+        no_decay = no_decay_names(model)
+        model.to(self.device)
+        apply_block_wrappers(model, train)
+        self.model, self.optimizer = self.wrap(model, lambda: build_optimizer(model, train, no_decay, lr))
+
+    def check_config(self) -> None:
+        """Raise a ConfigError for settings this backend cannot honour (before any work is done)."""
+
+    def wrap(self, model: nn.Module, new_optimizer: Callable[[], torch.optim.Optimizer]
+             ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Parallelise the prepared ``model``; ``new_optimizer()`` builds AdamW over its parameters as they are."""
+        raise NotImplementedError
 
     @property
     def module(self) -> nn.Module:

@@ -11,8 +11,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from srdd_scale.train.backends.base import Backend, apply_block_wrappers
-from srdd_scale.train.optim import build_optimizer, no_decay_names
+from srdd_scale.train.backends.base import Backend
 
 CHECKPOINT_FILE = "model_optim.pt"
 
@@ -20,16 +19,11 @@ CHECKPOINT_FILE = "model_optim.pt"
 class DDPBackend(Backend):
     name = "ddp"
 
-    def __init__(self, model: nn.Module, lr: float, *args):
-        super().__init__(*args)
-        no_decay = no_decay_names(model)
-        model.to(self.device)
-        apply_block_wrappers(model, self.train_cfg)
+    def wrap(self, model, new_optimizer):
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = DistributedDataParallel(model, device_ids=device_ids)
-        self.optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
         # fp16 needs loss scaling; bf16/fp32 do not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_cfg.precision == "fp16")
+        return DistributedDataParallel(model, device_ids=device_ids), new_optimizer()
 
     @property
     def module(self) -> nn.Module:

@@ -14,22 +14,23 @@ import torch.distributed as dist
 from torch import nn
 
 from srdd_scale.config import ConfigError
-from srdd_scale.train.backends.base import Backend, apply_block_wrappers
-from srdd_scale.train.optim import build_optimizer, no_decay_names, plain_name
+from srdd_scale.train.backends.base import Backend, BatchPlan
+from srdd_scale.train.config import ParallelConfig, TrainConfig
+from srdd_scale.train.optim import plain_name
 
 DS_FOLDER = "deepspeed"
 DS_TAG = "state"
 CONFIG_FILE = "deepspeed_config.json"
 
 
-def deepspeed_config(backend: Backend) -> dict[str, Any]:
+def deepspeed_config(train: TrainConfig, parallel: ParallelConfig, plan: BatchPlan, device: torch.device
+                     ) -> dict[str, Any]:
     """DeepSpeed's JSON, derived from TrainConfig/ParallelConfig/BatchPlan (never written by hand)."""
-    train, parallel, plan = backend.train_cfg, backend.parallel_cfg, backend.plan
     zero: dict[str, Any] = {"stage": parallel.zero_stage}
     if parallel.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": backend.device.type == "cuda"}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device.type == "cuda"}
     if parallel.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": backend.device.type == "cuda"}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": device.type == "cuda"}
     return {
         "train_batch_size": plan.global_batch_size,
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
@@ -58,10 +59,7 @@ def _cast_floating_inputs(dtype: torch.dtype):
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
 
-    def __init__(self, model: nn.Module, lr: float, *args, run_dir: Path):
-        super().__init__(*args)
-        import deepspeed
-
+    def check_config(self) -> None:
         if self.train_cfg.non_finite == "skip" and self.train_cfg.precision != "fp16":
             raise ConfigError(
                 f"train.non_finite: got 'skip' with parallel.backend='deepspeed' and train.precision="
@@ -71,21 +69,22 @@ class DeepSpeedBackend(Backend):
         if self.train_cfg.ema_decay and self.parallel_cfg.zero_stage == 3:
             raise ConfigError("train.ema_decay: got a non-zero decay with parallel.zero_stage=3, expected 0 "
                               "(ZeRO-3 never holds full parameters; use stage 1/2 or fsdp for EMA)")
-        no_decay = no_decay_names(model)
-        model.to(self.device)
-        apply_block_wrappers(model, self.train_cfg)
-        optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+
+    def wrap(self, model, new_optimizer):
+        import deepspeed
+
         if self.train_cfg.precision != "fp32":
             # DeepSpeed stores bf16/fp16 weights; cast float inputs to match (FSDP2's mp_policy does this itself)
             dtype = torch.bfloat16 if self.train_cfg.precision == "bf16" else torch.float16
             model.register_forward_pre_hook(_cast_floating_inputs(dtype), with_kwargs=True)
-        self.ds_config = deepspeed_config(self)
+        self.ds_config = deepspeed_config(self.train_cfg, self.parallel_cfg, self.plan, self.device)
         if self.env.is_main:
-            (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(self.ds_config, indent=2))
-        self.model, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=self.ds_config, dist_init_required=False
+            (self.run_dir / CONFIG_FILE).write_text(json.dumps(self.ds_config, indent=2))
+        self._client_optimizer = new_optimizer()
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=self._client_optimizer, config=self.ds_config, dist_init_required=False
         )
-        self._client_optimizer = optimizer
+        return engine, optimizer
 
     @property
     def module(self) -> nn.Module:

@@ -22,8 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
 from srdd_scale.config import ConfigError
-from srdd_scale.train.backends.base import Backend, apply_block_wrappers
-from srdd_scale.train.optim import build_optimizer, no_decay_names
+from srdd_scale.train.backends.base import Backend
 
 DCP_FOLDER = "dcp"
 
@@ -31,14 +30,12 @@ DCP_FOLDER = "dcp"
 class FSDPBackend(Backend):
     name = "fsdp"
 
-    def __init__(self, model: nn.Module, lr: float, *args):
-        super().__init__(*args)
+    def check_config(self) -> None:
         if self.train_cfg.precision == "fp16":
             raise ConfigError("train.precision: got 'fp16' with parallel.backend='fsdp', expected 'bf16' or "
                               "'fp32' (FSDP2 has no sharded loss scaler here; use bf16)")
-        no_decay = no_decay_names(model)
-        model.to(self.device)
-        apply_block_wrappers(model, self.train_cfg)
+
+    def wrap(self, model, new_optimizer):
         # bf16 compute and all-gather, fp32 gradient reduction (fp32 master weights stay in the shards)
         bf16 = self.train_cfg.precision == "bf16"
         shard_kwargs: dict[str, Any] = {
@@ -51,8 +48,7 @@ class FSDPBackend(Backend):
         for block in model.blocks:
             fully_shard(block, **shard_kwargs)
         fully_shard(model, **shard_kwargs)
-        self.model = model
-        self.optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+        return model, new_optimizer()
 
     @property
     def module(self) -> nn.Module:
