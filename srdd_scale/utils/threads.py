@@ -1,8 +1,8 @@
 """How many CPU threads a stage may use on a machine that other work shares, and an OpenMP wait that yields.
 
 With more threads than free cores, every parallel region waits for the thread that lost its core, and under
-OpenMP's default wait the other threads spin meanwhile: on this shared 2-core machine the image tokenizer
-with 2 threads burnt ~10x the CPU per step of 1 thread and ran ~25x slower (docs/LOG.md). A passive wait
+OpenMP's default wait the other threads spin meanwhile: on this shared 2-core machine (load average ~10) the
+image tokenizer with 2 threads burnt ~10x the CPU per step of 1 thread and ran ~25x slower (docs/LOG.md). A passive wait
 sleeps instead of spinning, and a thread count that follows the free cores avoids most of the waiting.
 """
 from __future__ import annotations
