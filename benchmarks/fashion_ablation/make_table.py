@@ -89,15 +89,18 @@ def plots(rows: dict[str, dict], runs: Path, out_dir: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     colours = {"markovian": "C0", "block_causal": "C1", "markovian_prev": "C2"}
-    for result in sorted((runs / "points").glob("*/result.json")):
+    per_step = {}
+    for result in (runs / "points").glob("*/result.json"):
         record = json.loads(result.read_text())
-        metrics = [json.loads(line) for line in (Path(record["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        per_step[record["mask"]] = record["flops"] / record["steps"]
+    for run_dir in sorted((runs / "runs").glob("C*-s[0-9]-*")):
+        mask, seed = re.match(r"C[^-]+-d\d+-(.+)-s(\d+)-", run_dir.name).groups()
+        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         evals = [(m["step"], m["eval/loss"]) for m in metrics if "eval/loss" in m]
-        if evals:
+        if evals and mask in per_step:
             steps, losses = zip(*evals)
-            per_step = record["flops"] / record["steps"]
-            ax.plot(np.array(steps) * per_step, losses, color=colours[record["mask"]], alpha=0.8,
-                    label=f"{record['mask']}" if record["seed"] == 0 else None)
+            ax.plot(np.array(steps) * per_step[mask], losses, color=colours[mask], marker=".",
+                    linestyle="-" if seed == "0" else "--", label=f"{mask} s{seed}")
     ax.set_xlabel("training FLOPs"), ax.set_ylabel("held-out loss (mean over tokens)"), ax.legend()
     ax.set_title("Held-out loss vs training compute (every seed)")
     fig.tight_layout()
