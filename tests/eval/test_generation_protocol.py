@@ -39,3 +39,15 @@ def test_sampling_flops_count_guidance_and_simple_resampling():
     assert sampling_flops_per_image(model, patch_nums, 64, 8, SamplingConfig(cfg_scale=1.5)) == pytest.approx(2 * forward)
     sr = SamplingConfig(cfg_scale=0.0, resample="simple", sr_steps=2)
     assert sampling_flops_per_image(model, patch_nums, 64, 8, sr) == pytest.approx(forward * (1 + 2 * 29 / 30))
+
+
+def test_sampling_overrides_are_typed_and_checked():
+    from srdd_scale.cli.eval_generation import sampling_config
+    from srdd_scale.config import ConfigError
+
+    cfg = sampling_config(["sampling.resample=simple", "sampling.sr_steps=1", "sampling.cfg_scale=4"])
+    assert (cfg.resample, cfg.sr_steps, cfg.cfg_scale) == ("simple", 1, 4.0)
+    with pytest.raises(ConfigError, match="expected sampling.KEY=VALUE"):
+        sampling_config(["cfg_scale=4"])
+    with pytest.raises(ConfigError, match="mr_steps=2 needs sampling.resample=mask"):
+        sampling_config(["sampling.mr_steps=2"])
