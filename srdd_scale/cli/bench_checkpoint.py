@@ -25,6 +25,7 @@ import torch
 
 from srdd_scale.train.checkpoint import file_digest, payload_files
 from srdd_scale.utils.rundir import PROJECT_ROOT, bench_provenance
+from srdd_scale.cli import entry_point
 
 ALGORITHMS = ("sha256", "xxh3_128")
 
@@ -94,6 +95,7 @@ def measure(args: argparse.Namespace) -> dict:
             "d16_projected": args.save_depth != 16, "hashes": rows}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = measure(args)
