@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from srdd_scale.config import load_config
 from srdd_scale.train import checkpoint as ckpt
 from srdd_scale.train.callbacks import read_metrics
 from srdd_scale.train.trainer import FAILURE_EXIT_CODE, run
@@ -32,29 +31,10 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def one_rank_env(monkeypatch) -> None:
-    """This process as rank 0 of a 1-rank world (the trainer's real code path, gloo on a free port)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                           MASTER_PORT=str(port), DS_ACCELERATOR="cpu", WANDB_SILENT="true").items():
-        monkeypatch.setenv(key, value)
-
-
-def one_rank_config(assets, trainer_launch, out: Path, backend: str, **extra):
-    """4 steps of one micro-batch of 8, a checkpoint every 2 steps."""
-    values = {"train.total_steps": 4, "train.checkpoint_every": 2, "train.eval_every": 0,
-              "parallel.micro_batch_size": 8, **extra}
-    return load_config([], trainer_launch.base_overrides(assets, out, backend, **values))
-
-
 def one_rank_run(monkeypatch, assets, trainer_launch, out: Path, backend: str, stop: int | None = None, **extra):
     """Train in this process; returns (summary, run_dir)."""
-    one_rank_env(monkeypatch)
-    summary = run(one_rank_config(assets, trainer_launch, out, backend, **extra), stop_at_step=stop)
+    trainer_launch.one_rank_env(monkeypatch)
+    summary = run(trainer_launch.one_rank_config(assets, out, backend, **extra), stop_at_step=stop)
     return summary, trainer_launch.only_run_dir(out)
 
 
@@ -218,8 +198,8 @@ def test_non_finite_grad_norm_is_never_applied(backend, monkeypatch, train_asset
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
-    one_rank_env(monkeypatch)
-    cfg = one_rank_config(train_assets, trainer_launch, run_tmp / "out", backend)
+    trainer_launch.one_rank_env(monkeypatch)
+    cfg = trainer_launch.one_rank_config(train_assets, run_tmp / "out", backend)
     env = init_distributed()
     try:
         trainer = Trainer(cfg, env, device_for(env))
@@ -278,8 +258,8 @@ def test_full_disk_and_read_only_checkpoint_folder_stop_with_one_line(monkeypatc
     and the remedy, step 2 stays verified, nothing is pruned."""
     from srdd_scale.utils.rundir import run_dir_for
 
-    one_rank_env(monkeypatch)
-    cfg = one_rank_config(train_assets, trainer_launch, run_tmp / "out", "ddp")
+    trainer_launch.one_rank_env(monkeypatch)
+    cfg = trainer_launch.one_rank_config(train_assets, run_tmp / "out", "ddp")
     root = run_dir_for(cfg, run_tmp / "out") / "checkpoints"
     root.mkdir(parents=True)
     if not _mount("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)):
