@@ -42,6 +42,9 @@ class TrainConfig:
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from the newest complete checkpoint in the run dir
     init_from: str = ""  # exported folder (tools/export_hf.py) whose weights start the run; "" = fresh init
+    distill_from: str = ""  # teacher export for scale distillation (train/distill.py); "" = plain CE
+    distill_weight: float = 0.5  # share of the teacher KL in the loss (the rest is CE on the codes)
+    distill_temperature: float = 1.0  # softmax temperature of teacher and student in the KL
     eval_every: int = 0  # held-out eval loss every N steps (0 disables)
     eval_batches: int = 4  # micro-batches per rank in each eval
     sample_every: int = 0  # sample grid for sample_prompts every N steps (0 disables)
@@ -51,6 +54,8 @@ class TrainConfig:
     def validate(self) -> None:
         require(self.seed >= 0, "train.seed", self.seed, "an int >= 0")
         require(self.total_steps > 0, "train.total_steps", self.total_steps, "a positive int")
+        require(0 <= self.distill_weight <= 1, "train.distill_weight", self.distill_weight, "a float in [0, 1]")
+        require(self.distill_temperature > 0, "train.distill_temperature", self.distill_temperature, "a float > 0")
         require(self.global_batch_size > 0, "train.global_batch_size", self.global_batch_size, "a positive int")
         require(self.base_lr > 0, "train.base_lr", self.base_lr, "a positive float")
         require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a float >= 0 (0 disables)")

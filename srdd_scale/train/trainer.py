@@ -17,13 +17,13 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from srdd_scale.train import checkpoint as ckpt
-from srdd_scale.train.backends import backend_class, build_backend, plan_batch
+from srdd_scale.train.backends import backend_class, build_backend, model_construction, plan_batch
 from srdd_scale.train.callbacks import default_callbacks
 from srdd_scale.train.callbacks.base import StepReport
 from srdd_scale.train.ema import EMA
 from srdd_scale.train.schedules import lr_at
+from srdd_scale.train.distill import build_task
 from srdd_scale.train.state import TrainState, autocast, rng_isolated
-from srdd_scale.train.task import SRDDTask
 from srdd_scale.train.safe_load import UnsafePickleError
 from srdd_scale.utils.dist import (
     DistEnv, barrier, destroy_distributed, device_for, gather_objects, init_distributed,
@@ -73,9 +73,10 @@ class Trainer:
             prepare_run_dir(self.run_dir, cfg)
         barrier()
         self.plan = plan_batch(train, cfg.parallel, env.world_size)
-        self.task = SRDDTask(cfg, device)
+        self.task = build_task(cfg, device)
         torch.manual_seed(train.seed)  # identical initial weights on every rank and for every backend
-        model = self.task.build_model()
+        with model_construction(cfg.parallel, train):
+            model = self.task.build_model()
         if train.init_from:  # fine-tuning / scale distillation; a resume below still overrides these weights
             from srdd_scale.export.importing import load_exported_weights
 
@@ -92,11 +93,11 @@ class Trainer:
         barrier()
         meta = self.task.expected_meta()
         self.train_loader = build_dataloader(cfg.data, "train", self.plan.micro_batch_size, train.seed, meta,
-                                             num_workers=cfg.data.num_workers)
+                                             num_workers=cfg.data.num_workers, model_classes=cfg.model.num_classes)
         eval_loader = None
         if train.eval_every and cfg.data.heldout_path:
             eval_loader = build_dataloader(cfg.data, "heldout", self.plan.micro_batch_size, train.seed, meta,
-                                           num_workers=cfg.data.num_workers)
+                                           num_workers=cfg.data.num_workers, model_classes=cfg.model.num_classes)
         self.callbacks = default_callbacks(eval_loader)
         self.step = 0
         self.non_finite_skips = 0  # steps whose update was dropped (non-finite loss or grad norm), whole run

@@ -24,6 +24,8 @@ from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import split_codes
 from srdd_scale.train.task import SRDDTask
 
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
+
 # Runs in `python -I` from an empty folder: srdd_scale's editable-install finder is dropped before anything
 # is imported, so transformers must find every module it needs inside the exported folder.
 HIDDEN_LOAD = textwrap.dedent("""
@@ -111,7 +113,7 @@ def test_seeded_sampling_identical_before_and_after_export(trained):
     task, model, _ = reference(run_dir)
     pipe = SRDDPipeline.from_pretrained(export_dir)
     prompts = ["a red circle", "a small blue square", "a green triangle"]
-    cfg = SamplingConfig(cfg_scale=2.0, top_k=8, top_p=0.9, mr_steps=1, p_resample=0.05)
+    cfg = SamplingConfig(cfg_scale=2.0, top_k=8, top_p=0.9, resample="mask", mr_steps=1, p_resample=0.05)
     text_states, text_mask = pipe.encode_prompts(prompts)
     before = sample(model, task.tokenizer, text_states=text_states, text_mask=text_mask, cfg=cfg,
                     generator=torch.Generator().manual_seed(7))

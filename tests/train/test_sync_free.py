@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.helpers.training import one_rank_config, one_rank_env
+
 SYNC_OPS = (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero, torch.ops.aten.is_nonzero)
 
 
@@ -27,12 +29,12 @@ class SyncCounter(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("backend", ["ddp", "fsdp"])
-def test_micro_batch_loop_has_no_host_sync(backend, monkeypatch, train_assets, run_tmp, trainer_launch):
+def test_micro_batch_loop_has_no_host_sync(backend, monkeypatch, train_assets, run_tmp):
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
-    trainer_launch.one_rank_env(monkeypatch)
-    cfg = trainer_launch.one_rank_config(train_assets, run_tmp / "out", backend, **{"parallel.micro_batch_size": 2})
+    one_rank_env(monkeypatch)
+    cfg = one_rank_config(train_assets, run_tmp / "out", backend, **{"parallel.micro_batch_size": 2})
     counter = SyncCounter()
     original_tolist = torch.Tensor.tolist
 
