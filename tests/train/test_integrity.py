@@ -123,6 +123,7 @@ def test_dcp_metadata_and_rank_state_refuse_planted_pickles(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains a tiny model
 @pytest.mark.parametrize("stage", [1, 3])
 def test_deepspeed_files_refuse_planted_pickles_on_resume_and_export(stage, train_assets, run_tmp):
     """ZeRO-1/2 keep one model-states file, ZeRO-3 one per rank: both are read with weights_only=True. DeepSpeed
@@ -151,6 +152,7 @@ def test_deepspeed_files_refuse_planted_pickles_on_resume_and_export(stage, trai
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one(monkeypatch, train_assets, run_tmp):
     out = run_tmp / "out"
     summary, run_dir = one_rank_run(monkeypatch, train_assets, out, "fsdp", stop=4)
@@ -179,6 +181,7 @@ def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one
 # ------------------------------------------------------------------------------------------ divergence guard
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_divergence_guard_stops_with_the_failure_code(monkeypatch, train_assets, run_tmp, caplog):
     summary, run_dir = one_rank_run(monkeypatch, train_assets, run_tmp / "out", "ddp", **{
         "train.base_lr": 1e9, "train.warmup_steps": 0, "train.total_steps": 40, "train.max_consecutive_skips": 3,
@@ -194,6 +197,7 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
+@pytest.mark.slow  # trains a tiny model
 @pytest.mark.parametrize("backend", ["ddp", "fsdp"])
 def test_non_finite_grad_norm_is_never_applied(backend, monkeypatch, train_assets, run_tmp):
     """A finite loss whose gradients hold an inf: the update is dropped and counted, the weights stay as they were."""
@@ -223,6 +227,7 @@ def test_non_finite_grad_norm_is_never_applied(backend, monkeypatch, train_asset
         destroy_distributed()
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_loss_spike_rolls_back_and_skips_the_window(monkeypatch, train_assets, run_tmp):
     """Inject a 100x loss at step 5 of 8: the run reloads step 4, skips step 5's batches and finishes."""
     from srdd_scale.train.task import SRDDTask
@@ -254,6 +259,7 @@ def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_full_disk_and_read_only_checkpoint_folder_stop_with_one_line(monkeypatch, train_assets, run_tmp):
     """The checkpoints live on a small tmpfs: filled up, then remounted read-only. Each save fails with the path
     and the remedy, step 2 stays verified, nothing is pruned."""

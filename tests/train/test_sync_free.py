@@ -12,6 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.helpers.training import one_rank_config, one_rank_env
 
+pytestmark = pytest.mark.slow  # builds the trainer and runs two steps
+
 SYNC_OPS = (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero, torch.ops.aten.is_nonzero)
 
 
