@@ -232,15 +232,15 @@ def test_loss_spike_rolls_back_and_skips_the_window(monkeypatch, train_assets, r
     """Inject a 100x loss at step 5 of 8: the run reloads step 4, skips step 5's batches and finishes."""
     from srdd_scale.train.task import SRDDTask
 
-    original = SRDDTask.loss
+    original = SRDDTask.loss_summary
     calls = {"n": 0}
 
     def spiking_loss(self, model, batch, cond_drop):
-        loss, metrics = original(self, model, batch, cond_drop)
+        loss, summary = original(self, model, batch, cond_drop)
         calls["n"] += 1
-        return (loss * 100 if calls["n"] == 5 else loss), metrics  # one micro-batch per step: step 5
+        return (loss * 100 if calls["n"] == 5 else loss), summary  # one micro-batch per step: step 5
 
-    monkeypatch.setattr(SRDDTask, "loss", spiking_loss)
+    monkeypatch.setattr(SRDDTask, "loss_summary", spiking_loss)
     summary, run_dir = one_rank_run(monkeypatch, train_assets, run_tmp / "out", "ddp", **{
         "train.total_steps": 8, "train.loss_spike_factor": 5.0, "train.loss_spike_window": 3})
     assert summary["exit_code"] == 0 and summary["step"] == 8
