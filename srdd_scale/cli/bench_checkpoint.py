@@ -28,6 +28,7 @@ from srdd_scale.utils.rundir import PROJECT_ROOT, bench_provenance
 from srdd_scale.cli import entry_point
 
 ALGORITHMS = ("sha256", "xxh3_128")
+PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # VAR's 256 px schedule, text-conditional (768-wide states)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,19 +48,18 @@ def model_state(depth: int) -> dict[str, dict[str, torch.Tensor]]:
     """fp32 weights and AdamW's exp_avg/exp_avg_sq of a text-conditional model of ``depth`` (VAR-sized)."""
     from srdd_scale.model import ModelConfig, build_model
 
-    model = build_model(ModelConfig(depth=depth), (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), 4096, 32, 768)
+    model = build_model(ModelConfig(depth=depth), PATCH_NUMS, 4096, 32, 768)
     weights = {k: v.detach() for k, v in model.state_dict().items()}
     return {"model": weights, "exp_avg": {k: torch.randn_like(v) for k, v in weights.items() if v.is_floating_point()},
             "exp_avg_sq": {k: torch.rand_like(v) for k, v in weights.items() if v.is_floating_point()}}
 
 
 def checkpoint_bytes(depth: int) -> int:
-    """Bytes of the same checkpoint at ``depth``, counted on the meta device (nothing allocated)."""
-    from srdd_scale.model import ModelConfig, build_model
+    """Bytes of the same checkpoint at ``depth`` (fp32 weights + two moments), from the parameter count."""
+    from srdd_scale.model import ModelConfig
+    from srdd_scale.model.flops import parameter_counts
 
-    with torch.device("meta"):
-        model = build_model(ModelConfig(depth=depth), (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), 4096, 32, 768)
-    return 3 * sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    return 3 * 4 * parameter_counts(ModelConfig(depth=depth), PATCH_NUMS, 4096, 32, 768)["total"]
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -5,20 +5,29 @@ import torch
 import torch.nn.functional as F
 
 
-def scale_losses(
+def metric_names(num_scales: int) -> list[str]:
+    """Names of the entries of ``scale_loss_summary``'s summary tensor, in order."""
+    return ([f"loss/scale_{k}" for k in range(num_scales)] + [f"acc/scale_{k}" for k in range(num_scales)]
+            + ["loss/mean", "acc/mean", "loss/last", "acc/last"])
+
+
+def scale_loss_summary(
     logits: torch.Tensor,
     targets: torch.Tensor,
     patch_nums: tuple[int, ...],
     weighting: str = "token",
     label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE over all scales and per-scale metrics.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE over all scales and the per-scale metrics as one tensor on the logits' device (``metric_names`` order).
+
+    Nothing here reads a value back to the host, so a training loop can keep the metrics of every micro-batch on
+    the device and read them once per step.
 
     weighting: ``token`` averages over all L tokens (VAR: a scale weighs as many tokens as it has, so the
     finest scales dominate); ``scale`` averages the per-scale means (every diffusion step weighs the same,
-    the other reading of the ELBO sum in docs/method.md §5.2 / §9.3).
-    Metrics are computed without label smoothing (as VAR logs them): ``loss/scale_k``, ``acc/scale_k``,
-    ``loss/mean`` and ``acc/mean`` over all tokens, ``loss/last`` and ``acc/last`` of the finest scale.
+    the other reading of the ELBO sum in docs/method.md §5.1).
+    Metrics are computed without label smoothing (as VAR logs them): per-scale loss and accuracy, the mean over
+    all tokens, and those of the finest scale.
     """
     sizes = [p * p for p in patch_nums]
     if logits.shape[:2] != targets.shape or logits.shape[1] != sum(sizes):
@@ -43,16 +52,18 @@ def scale_losses(
         correct = (logits.argmax(-1) == targets).float()
         per_scale_loss = torch.stack([part.mean() for part in plain.split(sizes, dim=1)])
         per_scale_acc = torch.stack([part.mean() for part in correct.split(sizes, dim=1)])
-        summary = torch.cat([per_scale_loss, per_scale_acc, plain.mean()[None], correct.mean()[None]]).tolist()
-    k_total = len(sizes)
-    metrics = {f"loss/scale_{k}": summary[k] for k in range(k_total)}
-    metrics.update({f"acc/scale_{k}": summary[k_total + k] for k in range(k_total)})
-    metrics.update(
-        {
-            "loss/mean": summary[-2],
-            "acc/mean": summary[-1],
-            "loss/last": summary[k_total - 1],
-            "acc/last": summary[2 * k_total - 1],
-        }
-    )
-    return loss, metrics
+        summary = torch.cat([per_scale_loss, per_scale_acc, plain.mean()[None], correct.mean()[None],
+                             per_scale_loss[-1:], per_scale_acc[-1:]])
+    return loss, summary
+
+
+def scale_losses(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    patch_nums: tuple[int, ...],
+    weighting: str = "token",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``scale_loss_summary`` with the metrics read back as a dict (``loss/scale_k``, ``acc/mean``, ...)."""
+    loss, summary = scale_loss_summary(logits, targets, patch_nums, weighting, label_smoothing)
+    return loss, dict(zip(metric_names(len(patch_nums)), summary.tolist()))

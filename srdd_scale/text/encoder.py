@@ -59,11 +59,9 @@ class FrozenTextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """``text_ids`` [B,T] long, ``text_mask`` [B,T] bool -> float32 states [B,T,dim]."""
-        largest = int(text_ids.max()) if text_ids.numel() else 0
-        if largest >= self.vocab_size:
-            raise ValueError(
-                f"text id {largest} is outside the text encoder's vocabulary of {self.vocab_size}: "
-                "the caption tokenizer and text.encoder/text.vocab_size do not match"
-            )
+        if text_ids.numel():  # checked on the device without waiting for it (no host sync in the train step)
+            torch._assert_async(text_ids.max() < self.vocab_size,
+                                f"a text id is outside the text encoder's vocabulary of {self.vocab_size}: the "
+                                f"caption tokenizer and text.encoder/text.vocab_size do not match")
         out = self.model(input_ids=text_ids, attention_mask=text_mask.to(torch.long))
         return out.last_hidden_state.float()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from srdd_scale.model.loss import scale_losses
+from srdd_scale.model.loss import scale_loss_summary
 from srdd_scale.train.task import SRDDTask
 
 
@@ -40,19 +40,22 @@ class DistillTask(SRDDTask):
         load_exported_weights(teacher, cfg.train.distill_from)  # re-laid onto this run's (reduced) schedule
         self.teacher = teacher.to(device).eval().requires_grad_(False)
 
-    def loss(self, model, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    @property
+    def metric_names(self) -> list[str]:
+        return [*super().metric_names, "loss/distill"]
+
+    def loss_summary(self, model, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = self.model_inputs(batch, cond_drop)
         logits = model(**inputs)
         with torch.no_grad():
             teacher_logits = self.teacher(**inputs)
         targets = batch["codes"].to(self.device, non_blocking=True)
-        ce, metrics = scale_losses(logits, targets, self.patch_nums, self.cfg.model.loss_weighting,
-                                   self.cfg.model.label_smoothing)
+        ce, summary = scale_loss_summary(logits, targets, self.patch_nums, self.cfg.model.loss_weighting,
+                                         self.cfg.model.label_smoothing)
         kd = distillation_loss(logits, teacher_logits, self.cfg.train.distill_temperature)
         weight = self.cfg.train.distill_weight
-        metrics["loss/distill"] = float(kd.detach())
-        return (1 - weight) * ce + weight * kd, metrics
+        return (1 - weight) * ce + weight * kd, torch.cat([summary, kd.detach().to(summary.dtype)[None]])
 
 
 def build_task(cfg: Any, device: torch.device) -> SRDDTask:

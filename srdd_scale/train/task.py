@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from srdd_scale.model import build_model
-from srdd_scale.model.loss import scale_losses
+from srdd_scale.model.loss import metric_names, scale_loss_summary
 from srdd_scale.tokenizer import build_tokenizer, load_tokenizer, split_codes
 
 
@@ -76,9 +76,20 @@ class SRDDTask:
         return batch_to_model_inputs(batch, self.tokenizer, self.text_encoder, self.cfg.model.num_classes > 0,
                                      self.device, cond_drop)
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_summary(self, model: nn.Module, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and the metrics as one device tensor (``metric_names`` order): no host sync."""
         logits = model(**self.model_inputs(batch, cond_drop))
         targets = batch["codes"].to(self.device, non_blocking=True)
-        return scale_losses(logits, targets, self.patch_nums, self.cfg.model.loss_weighting,
-                            self.cfg.model.label_smoothing)
+        return scale_loss_summary(logits, targets, self.patch_nums, self.cfg.model.loss_weighting,
+                                  self.cfg.model.label_smoothing)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return metric_names(len(self.patch_nums))
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], cond_drop: torch.Tensor | None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``loss_summary`` with the metrics read back as a dict (eval, tools)."""
+        loss, summary = self.loss_summary(model, batch, cond_drop)
+        return loss, dict(zip(self.metric_names, summary.tolist()))

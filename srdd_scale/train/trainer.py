@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from srdd_scale.train import checkpoint as ckpt
@@ -21,8 +22,8 @@ from srdd_scale.train.callbacks import default_callbacks
 from srdd_scale.train.callbacks.base import StepReport
 from srdd_scale.train.ema import EMA
 from srdd_scale.train.schedules import lr_at
-from srdd_scale.train.state import TrainState, all_reduce_mean, autocast, rng_isolated
 from srdd_scale.train.distill import build_task
+from srdd_scale.train.state import TrainState, autocast, rng_isolated
 from srdd_scale.train.safe_load import UnsafePickleError
 from srdd_scale.utils.dist import (
     DistEnv, barrier, destroy_distributed, device_for, gather_objects, init_distributed,
@@ -329,28 +330,37 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
 
+    def _micro_step(self, batch: dict[str, torch.Tensor], micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward + backward of one micro-batch; the loss and metrics stay on the device (no host sync here)."""
+        last = micro == self.plan.grad_accum_steps - 1
+        with self.backend.micro_step_context(last):
+            with autocast(self.device, self.cfg.train.precision):
+                loss, summary = self.task.loss_summary(self.backend.model, batch, self._cond_drop(micro))
+            self.backend.backward(loss)
+        return loss.detach(), summary
+
     def train_step(self, batches) -> StepReport:
-        """One optimizer step over ``grad_accum_steps`` micro-batches from ``batches`` (see micro_batches())."""
+        """One optimizer step over ``grad_accum_steps`` micro-batches from ``batches`` (see micro_batches()).
+
+        Losses and metrics are summed on the device; one all-reduce carries them with the non-finite and stop
+        flags, and one read-back per step brings them to the host (the step's only sync outside the backend).
+        """
         cfg = self.cfg
         lr = lr_at(cfg.train, self.step)
         self.backend.set_lr(lr)
-        loss_sum = 0.0
-        metric_sums: dict[str, float] = {}
         accum = self.plan.grad_accum_steps
+        loss_sum = summary_sum = None
         for micro in range(accum):
-            batch = next(batches)
-            with self.backend.micro_step_context(micro == accum - 1):
-                with autocast(self.device, cfg.train.precision):
-                    loss, metrics = self.task.loss(self.backend.model, batch, self._cond_drop(micro))
-                self.backend.backward(loss)
-            loss_sum += float(loss.detach())
-            for key, value in metrics.items():
-                metric_sums[key] = metric_sums.get(key, 0.0) + value / accum
-        # one collective carries the loss, the per-scale metrics and both flags (non-finite, stop request)
-        local = {"loss": loss_sum / accum, **metric_sums,
-                 "_non_finite": float(not math.isfinite(loss_sum)), "_stop": float(self.stop_requested)}
-        reduced = all_reduce_mean(local, self.device, self.env.world_size)
-        non_finite, self.stop_requested = reduced.pop("_non_finite") > 0, reduced.pop("_stop") > 0
+            loss, summary = self._micro_step(next(batches), micro)
+            loss_sum = loss.double() if loss_sum is None else loss_sum + loss.double()
+            summary_sum = summary.double() if summary_sum is None else summary_sum + summary.double()
+        flags = torch.tensor([float(self.stop_requested)], dtype=torch.float64, device=self.device)
+        packed = torch.cat([(loss_sum / accum)[None], summary_sum / accum,
+                            (~torch.isfinite(loss_sum)).double()[None], flags])
+        dist.all_reduce(packed)
+        values = (packed / self.env.world_size).tolist()
+        reduced = {"loss": values[0], **dict(zip(self.task.metric_names, values[1:-2]))}
+        non_finite, self.stop_requested = values[-2] > 0, values[-1] > 0
         if non_finite:
             if cfg.train.non_finite == "stop":
                 raise NonFiniteLossError(

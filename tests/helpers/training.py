@@ -146,3 +146,24 @@ def launch_ok(overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[st
     codes = ranks.wait()
     assert codes == [0] * world, ranks.output()
 
+
+
+def one_rank_env(monkeypatch) -> None:
+    """This process as rank 0 of a 1-rank world (the trainer's real code path, gloo on a free port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(port), DS_ACCELERATOR="cpu", WANDB_SILENT="true").items():
+        monkeypatch.setenv(key, value)
+
+
+def one_rank_config(assets: dict[str, str], out: Path, backend: str, **extra):
+    """base_overrides on one rank: 4 steps of one micro-batch of 8, a checkpoint every 2 steps."""
+    from srdd_scale.run_config import RunConfig
+
+    values = {"train.total_steps": 4, "train.checkpoint_every": 2, "train.eval_every": 0,
+              "parallel.micro_batch_size": 8, **extra}
+    return RunConfig.load([], base_overrides(assets, out, backend, **values))
