@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Sequence
 
-from srdd_scale.config import ConfigError
+from srdd_scale.config import ConfigError, load_config
 from srdd_scale.data.config import DataConfig
 from srdd_scale.model.config import ModelConfig
 from srdd_scale.text.config import TextConfig
@@ -23,6 +25,11 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # optimisation, steps, checkpoints
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)  # ddp | fsdp | deepspeed
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)  # run dir, wandb, intervals
+
+    @classmethod
+    def load(cls, yaml_paths: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> "RunConfig":
+        """YAML files (merged in order) + ``key=value`` overrides -> a validated RunConfig."""
+        return load_config(yaml_paths, overrides, cls)
 
     def validate(self) -> None:
         for field in dataclasses.fields(self):

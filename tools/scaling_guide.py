@@ -1,55 +1,7 @@
-#!/usr/bin/env python
-"""Write the scaling guide (d12-d36 at 256 px): docs/scaling_guide.md and a JSON with every number.
-
-    python tools/scaling_guide.py                      # docs/scaling_guide.md + docs/scaling_guide.json
-    python tools/scaling_guide.py --gpus 8,64 --depths 16,30 --out-md /tmp/guide.md
-
-Parameters and FLOPs come from srdd_scale.model.flops; memory under ZeRO-3/FSDP full sharding is computed with
-the formula printed at the end of the markdown (srdd_scale/analysis/scaling_guide.py).
-"""
-from __future__ import annotations
-
-import argparse
-import json
+"""Write the scaling guide: see ``srdd_scale.cli.scaling_guide`` (also installed as ``srdd-scaling-guide``)."""
 import sys
-from pathlib import Path
 
-from srdd_scale.analysis.scaling_guide import GuideSettings, render_markdown, scaling_guide
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
-def main(argv: list[str] | None = None) -> int:
-    defaults = GuideSettings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depths", type=_ints, default=defaults.depths)
-    parser.add_argument("--gpus", type=_ints, default=defaults.gpus, help="GPU counts of the memory table")
-    parser.add_argument("--text-dim", type=int, default=defaults.text_dim)
-    parser.add_argument("--text-len", type=int, default=defaults.text_len)
-    parser.add_argument("--gpu-memory-gib", type=float, default=defaults.gpu_memory_gib)
-    parser.add_argument("--out-md", default=str(ROOT / "docs" / "scaling_guide.md"))
-    parser.add_argument("--out-json", default=None, help="default: --out-md with .json")
-    args = parser.parse_args(argv)
-    settings = GuideSettings(depths=args.depths, gpus=args.gpus, text_dim=args.text_dim, text_len=args.text_len,
-                             gpu_memory_gib=args.gpu_memory_gib)
-    try:
-        guide = scaling_guide(settings)
-    except KeyError as err:
-        sys.exit(f"error: {err.args[0]}")
-    markdown = render_markdown(guide)
-    out_md = Path(args.out_md)
-    out_json = Path(args.out_json or out_md.with_suffix(".json"))
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(markdown + "\n")
-    out_json.write_text(json.dumps(guide, indent=2) + "\n")
-    print(markdown)
-    print(f"wrote {out_md} and {out_json}")
-    return 0
-
+from srdd_scale.cli.scaling_guide import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,8 @@
 """Benchmark runner plan and report: which bench tool runs with which arguments, and one markdown table.
 
-tools/bench_all.py runs the plan (each tool in its own process, writing its own JSON); this module knows
-each tool's JSON layout only to pick the headline numbers for the table.
+tools/bench_all.py runs the plan (each tool in its own process, writing its own JSON through
+srdd_scale/analysis/bench_kit.py); this module knows each tool's JSON layout only to pick the headline numbers
+for the table.
 """
 from __future__ import annotations
 
@@ -11,35 +12,34 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class Bench:
-    """One bench tool run: its script, arguments per mode (cpu | gpu) and the flag that names its JSON output."""
+    """One bench tool run: its tool and arguments per mode (cpu | gpu); every bench tool takes --out JSON_PATH."""
 
     name: str  # key in the collected results
-    script: str  # tools/<script>
-    out_flag: str  # the tool's option for its JSON path
+    tool: str  # srdd_scale.cli.<tool> (tools/<tool>.py)
     cpu_args: tuple[str, ...]  # small sizes: the whole CPU plan runs in < 10 min on 2 cores
     gpu_args: tuple[str, ...]  # one GPU, the whole plan <= 8 min
     what: str  # one line for the docs
 
 
 BENCHES = (
-    Bench("tokenizer", "bench_tokenizer.py", "--out",
+    Bench("tokenizer", "bench_tokenizer",
           ("--configs", "configs/tokenizer/shapes_64.yaml,configs/tokenizer/var_256.yaml", "--batch-sizes", "1,16",
            "--large-batch-sizes", "1", "--repeats", "2"),
           ("--batch-sizes", "16,64", "--large-batch-sizes", "8,32", "--repeats", "5"),
           "image tokenizer encode/decode images/s (random weights)"),
-    Bench("pretokenize", "bench_pretokenize.py", "--json",
+    Bench("pretokenize", "bench_pretokenize",
           ("--small-images", "256", "--var-images", "8"),
           ("--small-images", "2048", "--var-images", "256"),
           "images -> MDS shards images/s (shapes 64 px; JPEG folder at 256 px through VAR's tokenizer)"),
-    Bench("loader", "bench_loader.py", "--out",
+    Bench("loader", "bench_loader",
           ("--samples", "4096", "--workers", "0,2"),
           ("--samples", "16384", "--workers", "0,4"),
           "streaming loader samples/s (build_dataloader over random-code shards, 680 tokens/sample)"),
-    Bench("train", "bench_train.py", "--out",
+    Bench("train", "bench_train",
           ("--preset", "cpu", "--depths", "2", "--steps", "4"),
           ("--preset", "gpu", "--depths", "16", "--steps", "8"),
           "trainer tokens/s and MFU per backend (torchrun; ddp, fsdp, DeepSpeed ZeRO-1/2/3)"),
-    Bench("model", "bench_model.py", "--out",
+    Bench("model", "bench_model",
           ("--depths", "2,4", "--steps", "2", "--sample-masks", "markovian,markovian_prev,block_causal"),
           ("--depths", "16", "--steps", "5", "--sample-masks", "markovian,markovian_prev,block_causal"),
           "transformer train-step tokens/s per mask; sampler latency and peak memory per mask"),
@@ -97,6 +97,26 @@ ROWS: dict[str, Callable[[dict], list[tuple[str, str, str]]]] = {
 }
 
 
+# Kept at the end of docs/benchmarks.md by every bench_all run: where the one-GPU figures go once measured.
+GPU_CHECK_SECTION = """## One-GPU check
+
+`python tools/gpu_check.py --out benchmarks/results/<date>-gpu_check.json` (`srdd-gpu-check`; under 8 minutes on
+one H100/H200; `--device cpu --tiny` runs the same code on CPU) writes one JSON with: bf16 train steps at d16 and
+d24, markovian vs block_causal, regional compile off/on (tokens/s, MFU, peak memory); forward/backward equality of
+the attention paths; sampling latency and peak memory at d16 and d30, batch 32, markovian (no KV cache) vs
+block_causal (KV cache); the layout planner's peak against the measured one on that GPU.
+
+No GPU has been lent to this project yet, so no figures: fill this table from the JSON when one is.
+
+| check | setting | metric | value (GPU, date) |
+|---|---|---|---|
+| train | d16 / d24, markovian / block_causal, compile off / on, bf16 | tokens/s, MFU, peak GiB | not measured |
+| attention | markovian, markovian_prev, block_causal: each path vs the SDPA reference | max abs diff fwd / bwd | not measured |
+| sample | d16 / d30, batch 32, markovian vs block_causal | s/batch, peak GiB | not measured |
+| planner | d16, 1 GPU, activation checkpointing | planned / measured peak GiB | not measured |
+"""
+
+
 def render_markdown(collected: dict) -> str:
     """The table of one bench_all run (docs/benchmarks.md), with where and on what it ran."""
     prov = collected["provenance"]
@@ -125,6 +145,6 @@ def render_markdown(collected: dict) -> str:
     lines += ["", "Wall time per bench (s): " + ", ".join(
         f"{name} {entry['seconds']:.0f}" for name, entry in collected["benches"].items())
         + f"; total {collected['total_seconds']:.0f} s.", ""]
-    lines += ["What each measures:", ""] + [f"* **{b.name}** (`tools/{b.script}`): {b.what}." for b in BENCHES
+    lines += ["What each measures:", ""] + [f"* **{b.name}** (`tools/{b.tool}.py`): {b.what}." for b in BENCHES
                                            if b.name in collected["benches"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + GPU_CHECK_SECTION

@@ -21,7 +21,7 @@ from srdd_scale.model.config import MASK_MODES
 class CompareSettings:
     """One comparison: everything but the mask is shared by every run."""
 
-    masks: tuple[str, ...] = MASK_MODES  # mask modes to train (srdd-method.md §2.2)
+    masks: tuple[str, ...] = MASK_MODES  # mask modes to train (docs/method.md §3)
     depth: int = 3  # transformer depth (width 64*depth)
     steps: int = 80  # optimizer steps per run
     global_batch_size: int = 16  # images per step

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streaming import StreamingDataset
 
 from srdd_scale.config import ConfigError
+from srdd_scale.data.classes import check_class_labels
 from srdd_scale.data.config import DataConfig
-from srdd_scale.data.mds import META_FILE, check_meta
+from srdd_scale.data.mds import META_FILE, CorruptShardError, check_meta, verify_shards
 from srdd_scale.text.tokenizer import pad_text_ids
 from srdd_scale.utils.dist import dist_env_from_environ
 
@@ -22,18 +24,58 @@ _SHM_NAME = re.compile(r"^(\d{6})_")
 
 
 class CollateCodes:
-    """Stack samples into tensors; captions are right-padded to a fixed length so shapes never change."""
+    """Stack samples into tensors; captions are right-padded to a fixed length so shapes never change.
 
-    def __init__(self, pad_id: int, text_length: int):
+    Codes and caption ids are range-checked here, where the sample's key is still known: an id outside
+    the vocabulary would otherwise fail steps later inside an embedding, naming nothing.
+    """
+
+    def __init__(self, pad_id: int, text_length: int, vocab_size: int | None = None,
+                 text_vocab_size: int | None = None, source: str = ""):
         self.pad_id = pad_id
         self.text_length = text_length
+        self.vocab_size, self.text_vocab_size, self.source = vocab_size, text_vocab_size, source
+
+    def _check_range(self, samples: list[dict], column: str, values: np.ndarray, limit: int | None) -> None:
+        """``values`` is the batch's ``column``, all samples together (one min/max for the batch)."""
+        if limit is None or values.size == 0 or (values.min() >= 0 and values.max() < limit):
+            return
+        sample = next(s for s in samples if np.asarray(s[column]).size
+                      and (np.min(s[column]) < 0 or np.max(s[column]) >= limit))
+        bad = int(np.max(sample[column]) if np.max(sample[column]) >= limit else np.min(sample[column]))
+        raise CorruptShardError(
+            f"{self.source}: sample {sample.get('key', '?')!r} holds {column} id {bad}, outside [0, {limit}) of "
+            "meta.json's vocabulary: the shard was edited or is corrupt; re-run tools/pretokenize.py"
+        )
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = len(samples)
-        codes = torch.from_numpy(np.stack([s["codes"] for s in samples]).astype(np.int64))
+        stacked = np.stack([s["codes"] for s in samples])
+        self._check_range(samples, "codes", stacked, self.vocab_size)
+        self._check_range(samples, "text_ids", np.concatenate([s["text_ids"] for s in samples]), self.text_vocab_size)
+        codes = torch.from_numpy(stacked.astype(np.int64))
         text_ids, text_mask = pad_text_ids([s["text_ids"] for s in samples], self.pad_id, self.text_length)
         class_ids = torch.tensor([int(s["class_id"]) for s in samples], dtype=torch.long)
         return {"codes": codes, "text_ids": text_ids, "text_mask": text_mask, "class_ids": class_ids}
+
+
+class CheckedStreamingDataset(StreamingDataset):
+    """A StreamingDataset whose download failures reach the reader.
+
+    streaming ends an epoch early and silently when a shard's download or checksum fails in its
+    background thread (the exception only goes to a log); here that epoch raises CorruptShardError instead.
+    """
+
+    def on_exception(self, future) -> None:
+        if future.exception() is not None:
+            self._thread_error = future.exception()
+        super().on_exception(future)
+
+    def __iter__(self):
+        yield from super().__iter__()
+        error = getattr(self, "_thread_error", None)
+        if error is not None or (hasattr(self, "_event") and self._event.is_set()):
+            source = self.streams[0].remote or self.streams[0].local
+            raise CorruptShardError(f"{source}: reading a shard failed ({type(error).__name__}: {error})")
 
 
 def _mapped_shm_prefixes() -> set[str]:
@@ -83,13 +125,15 @@ def split_path(data_cfg: DataConfig, split: str) -> str:
 
 
 def _local_and_remote(data_cfg: DataConfig, path: str) -> tuple[str, str | None]:
-    """A local folder is read in place, unless ``cache_dir`` is set: then it is treated like a remote
-    (e.g. a shared filesystem) and copied into a cache folder unique to that path, as remote URIs are."""
-    remote = "://" in path or bool(data_cfg.cache_dir)
-    if "://" not in path and not (Path(path) / "index.json").is_file():
+    """A local folder is read in place, unless ``cache_dir`` is set or the folder is read-only (streaming
+    decompresses zstd shards next to them): then it is treated like a remote (e.g. a shared filesystem) and
+    copied into a cache folder unique to that path, as remote URIs are."""
+    is_uri = "://" in path
+    if not is_uri and not (Path(path) / "index.json").is_file():
         raise FileNotFoundError(
             f"{path}: no index.json; write shards there first with `python tools/pretokenize.py --output {path}`"
         )
+    remote = is_uri or bool(data_cfg.cache_dir) or not os.access(path, os.W_OK)
     if not remote:
         return path, None
     root = data_cfg.cache_dir or os.path.join(tempfile.gettempdir(), "srdd_scale_mds")
@@ -107,28 +151,37 @@ def _fetch_meta(local: str, remote: str | None) -> None:
 
 
 def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: int, expected_meta: dict,
-                     num_workers: int | None = None):
+                     num_workers: int | None = None, model_classes: int = 0):
     """A ``StreamingDataLoader`` over the split's shards, after checking their meta.json.
 
     ``batch_size`` is per rank; ranks read disjoint samples (streaming reads RANK/WORLD_SIZE).
     The training split is shuffled with ``seed`` and drops its last partial batch; the loader's
     ``state_dict()``/``load_state_dict()`` resume mid-epoch, also on another world size.
+    ``model_classes`` > 0 (a class-conditional model) refuses shards without labels or with more classes.
     """
-    from streaming import StreamingDataLoader, StreamingDataset
+    from streaming import StreamingDataLoader
 
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: expected a positive integer")
-    local, remote = _local_and_remote(data_cfg, split_path(data_cfg, split))
+    path = split_path(data_cfg, split)
+    local, remote = _local_and_remote(data_cfg, path)
     _fetch_meta(local, remote)
     meta = check_meta(local, expected_meta)
-    if dist_env_from_environ().local_rank == 0:
+    check_class_labels(meta, model_classes, local)
+    full_hash = data_cfg.verify_shards == "hash"
+    first_on_node = dist_env_from_environ().local_rank == 0
+    if remote is None or "://" not in remote:  # the shards are on a filesystem here: check them before reading
+        verify_shards(remote or local, full_hash=full_hash and first_on_node)
+    if first_on_node:
         release_stale_shared_memory()
     train = split == "train"
-    dataset = StreamingDataset(
+    dataset = CheckedStreamingDataset(
         local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle, shuffle_seed=seed,
         shuffle_block_size=data_cfg.shuffle_block_size or None, predownload=data_cfg.predownload or None,
+        validate_hash="xxh64" if full_hash and remote is not None else None,  # checked as each shard arrives
     )
-    collate = CollateCodes(pad_id=int(meta.get("text_pad_id", 0)), text_length=int(meta.get("max_text_length", 1)))
+    collate = CollateCodes(pad_id=int(meta.get("text_pad_id", 0)), text_length=int(meta.get("max_text_length", 1)),
+                           vocab_size=meta.get("vocab_size"), text_vocab_size=meta.get("text_vocab_size"), source=path)
     workers = data_cfg.num_workers if num_workers is None else num_workers
     return StreamingDataLoader(
         dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers, drop_last=train,

@@ -33,6 +33,59 @@ class ShardMismatchError(RuntimeError):
     """A shard folder was made with another tokenizer/schema than the one that wants to read it."""
 
 
+class CorruptShardError(RuntimeError):
+    """A shard is missing, cut off or edited since index.json was written; the message names it."""
+
+
+def _shard_files(folder: Path, index: dict) -> list[dict]:
+    """The files index.json promises: each shard's compressed file if any, else its raw file, plus the raw file
+    that streaming decompressed next to it on an earlier read (it is what streaming reads when present)."""
+    files = []
+    for shard in index.get("shards", []):
+        zipped, raw = shard.get("zip_data"), shard.get("raw_data")
+        if isinstance(zipped, dict):
+            files.append(zipped)
+        if isinstance(raw, dict) and (not isinstance(zipped, dict) or (folder / str(raw.get("basename"))).exists()):
+            files.append(raw)
+    return files
+
+
+def verify_shards(folder: str | os.PathLike, full_hash: bool) -> int:
+    """Check every shard under ``folder`` against its index.json: present, of the recorded size, and (with
+    ``full_hash``) of the recorded xxh64 hash. Raises CorruptShardError naming the shard; returns bytes checked.
+
+    A size check costs one ``stat`` per shard; hashing reads every byte (see docs/storage.md for the cost).
+    """
+    import xxhash
+
+    folder = Path(folder)
+    index_path = folder / "index.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptShardError(f"{index_path}: unreadable index ({err})") from None
+    checked = 0
+    for info in _shard_files(folder, index):
+        path = folder / str(info.get("basename", ""))
+        if not path.is_file():
+            raise CorruptShardError(f"{path}: listed in {index_path} but missing; re-run tools/pretokenize.py "
+                                    "or restore the file")
+        size = path.stat().st_size
+        if size != info.get("bytes"):
+            raise CorruptShardError(f"{path}: {size} bytes, {index_path} says {info.get('bytes')} (cut off or "
+                                    "replaced); re-run tools/pretokenize.py or restore the file")
+        if full_hash and "xxh64" in info.get("hashes", {}):
+            digest = xxhash.xxh64()
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
+            if digest.hexdigest() != info["hashes"]["xxh64"]:
+                raise CorruptShardError(f"{path}: xxh64 differs from {index_path} (the shard was edited or is "
+                                        "corrupt); re-run tools/pretokenize.py or restore the file")
+        checked += size
+    return checked
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a file behind."""
     path = Path(path)
@@ -92,10 +145,15 @@ def check_meta(folder: str | os.PathLike, expected: dict) -> dict:
     return meta
 
 
-def open_writer(folder: str | os.PathLike, size_limit: int):
-    """An MDSWriter with the contract columns, zstd compression and sha1+xxh64 hashes."""
-    return MDSWriter(out=str(folder), columns=COLUMNS, compression="zstd", hashes=["sha1", "xxh64"],
-                     size_limit=size_limit)
+def open_writer(folder: str | os.PathLike, size_limit: int, remote: str | None = None):
+    """An MDSWriter with the contract columns, zstd compression and sha1+xxh64 hashes.
+
+    With ``remote`` (an object-store URI), each shard is uploaded there as soon as it is full and its
+    local copy deleted, so a part never needs more local disk than a few shards.
+    """
+    out = (str(folder), remote) if remote else str(folder)
+    return MDSWriter(out=out, columns=COLUMNS, compression="zstd", hashes=["sha1", "xxh64"], size_limit=size_limit,
+                     exist_ok=bool(remote))
 
 
 def sample_record(codes: np.ndarray, text_ids: np.ndarray, caption: str, key: str, class_id: int,

@@ -11,6 +11,9 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
+import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +23,14 @@ from PIL import Image, UnidentifiedImageError
 
 from srdd_scale.config import ConfigError
 from srdd_scale.data import shapes
+from srdd_scale.data.classes import folder_class_table, parse_label, webdataset_class_table
 from srdd_scale.data.config import DataConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTIONS_FILE = "captions.jsonl"
+CAPTION_TRUNCATED = "caption_truncated"  # counted in stats.json; the sample is still written
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +43,7 @@ class RawSample:
     attrs: dict = field(default_factory=dict)
     class_id: int = -1
     skip_reason: str | None = None
+    caption_truncated: bool = False  # the caption was longer than data.max_caption_bytes and was cut
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,9 @@ class FolderItem:
     key: str
     image_path: str
     caption: str | None = None  # from captions.jsonl
-    problem: str | None = None  # a skip reason found while listing (bad jsonl line)
+    problem: str | None = None  # a skip reason found while listing (bad jsonl line, duplicate key)
+    root: str = ""  # the input folder the image must resolve under (captions.jsonl paths are untrusted)
+    class_name: str = ""  # ImageFolder: the image's first folder under the root ("" when it sits in the root)
 
 
 def resolve_source(cfg: DataConfig) -> str:
@@ -92,15 +102,63 @@ def _list_folder(root: Path, prefix: str) -> list[FolderItem]:
                 except UnicodeDecodeError:
                     items.append(FolderItem(key, "", problem="caption_not_utf8"))
                     continue
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
                     items.append(FolderItem(key, "", problem="bad_caption_record"))
                     continue
+                if not isinstance(image, str) or not image.strip() or "\0" in image:
+                    items.append(FolderItem(key, "", problem="bad_caption_record"))
+                    continue
+                relative = os.path.normpath(image)
+                if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+                    items.append(FolderItem(key, "", problem="path_outside_input"))
+                    continue
                 caption = record.get("caption")
-                items.append(FolderItem(f"{prefix}{Path(image).with_suffix('').as_posix()}", str(root / image),
-                                        caption if isinstance(caption, str) else ""))
+                items.append(FolderItem(f"{prefix}{Path(relative).with_suffix('').as_posix()}", str(root / relative),
+                                        caption if isinstance(caption, str) else "", root=str(root),
+                                        class_name=_class_dir(relative)))
         return items
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    return [FolderItem(f"{prefix}{p.relative_to(root).with_suffix('').as_posix()}", str(p)) for p in images]
+    # Not only regular files: a dangling link, a link loop or a FIFO named like an image is listed, so that
+    # it is counted under its reason when read instead of vanishing (a link into a folder is not followed).
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+    return [FolderItem(f"{prefix}{p.relative_to(root).with_suffix('').as_posix()}", str(p),
+                       class_name=_class_dir(p.relative_to(root))) for p in images]
+
+
+def _class_dir(relative: str | Path) -> str:
+    parts = Path(relative).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def class_names(cfg: DataConfig) -> tuple[str, ...] | None:
+    """The corpus' class table (id -> name) when ``data.class_labels`` is on, else None (see data/classes.py)."""
+    source = resolve_source(cfg)
+    if not cfg.class_labels or source == "synthetic":
+        return None
+    paths = _expand(cfg.input)
+    if source == "folder":
+        return folder_class_table(paths)
+    tars = [t for p in paths for t in (sorted(p.glob("*.tar")) if p.is_dir() else [p])]
+    return webdataset_class_table(tars or paths, cfg.num_classes)
+
+
+def _with_class_caption(caption: str | None, reason: str | None, cfg: DataConfig, names, class_id: int
+                        ) -> tuple[str | None, str | None]:
+    """The image's own caption, or ``data.class_caption`` made from its class when it has none."""
+    if reason in ("missing_caption", "empty_caption") and cfg.class_caption and class_id >= 0:
+        return cfg.class_caption.format(name=names[class_id]), None
+    return caption, reason
+
+
+def _mark_duplicates(items: list[FolderItem]) -> list[FolderItem]:
+    """Items whose key was seen before become ``duplicate_key`` skips; the first one is kept."""
+    seen: set[str] = set()
+    marked = []
+    for item in items:
+        if item.problem is None and item.key in seen:
+            item = FolderItem(item.key, "", problem="duplicate_key")
+        seen.add(item.key)
+        marked.append(item)
+    return marked
 
 
 def list_inputs(cfg: DataConfig, split: str = "train") -> Sequence:
@@ -127,6 +185,7 @@ def list_inputs(cfg: DataConfig, split: str = "train") -> Sequence:
     items: list[FolderItem] = []
     for root in paths:
         items.extend(_list_folder(root, f"{root.name}/" if len(paths) > 1 else ""))
+    items = _mark_duplicates(items)
     if not items:
         raise ConfigError(
             f"data.input={cfg.input!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) and no {CAPTIONS_FILE} found"
@@ -152,12 +211,47 @@ def decode_caption(raw: bytes, suffix: str) -> tuple[str | None, str | None]:
     if suffix == "json":
         try:
             text = json.loads(text).get("caption")
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError, RecursionError):
             return None, "bad_caption_record"
         if not isinstance(text, str):
             return None, "missing_caption"
     text = text.strip()
     return (text, None) if text else (None, "empty_caption")
+
+
+def cap_caption(text: str, max_bytes: int) -> tuple[str, bool]:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 (never inside a character) -> (text, was_cut).
+
+    Captions are cut, not skipped: the text tokenizer keeps only its first tokens anyway, and the
+    image is still worth its codes. Cut captions are counted as ``caption_truncated``.
+    """
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text, False
+    return raw[:max_bytes].decode("utf-8", errors="ignore").rstrip(), True
+
+
+def regular_file_problem(path: str, root: str = "", max_bytes: int | None = None) -> str | None:
+    """Why ``path`` must not be opened (a skip reason), or None for a regular file of acceptable size.
+
+    Opening a FIFO or a device blocks forever, so nothing is opened before ``stat`` says it is a file;
+    with ``root``, the file (links resolved) must also lie under it.
+    """
+    try:
+        info = os.stat(path)  # follows links: a dangling link or a loop raises here
+    except FileNotFoundError:
+        return "broken_link" if os.path.islink(path) else "missing_image"
+    except OSError:
+        return "broken_link" if os.path.islink(path) else "unreadable_image"
+    if not stat.S_ISREG(info.st_mode):
+        return "not_a_regular_file"
+    if root:
+        real_root = os.path.realpath(root)
+        if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+            return "path_outside_input"
+    if max_bytes is not None and info.st_size > max_bytes:
+        return "file_too_large"
+    return None
 
 
 def open_image(source: str | bytes) -> tuple[Image.Image | None, str | None]:
@@ -176,30 +270,75 @@ def open_image(source: str | bytes) -> tuple[Image.Image | None, str | None]:
         return None, "unreadable_image"
 
 
-def _folder_sample(item: FolderItem) -> RawSample:
+def _folder_sample(cfg: DataConfig, item: FolderItem, names: tuple[str, ...] | None = None) -> RawSample:
     if item.problem:
         return RawSample(item.key, None, None, skip_reason=item.problem)
+    class_id = -1
+    if names is not None:
+        if not item.class_name:
+            return RawSample(item.key, None, None, skip_reason="missing_label")
+        if item.class_name not in names:
+            return RawSample(item.key, None, None, skip_reason="unknown_class")
+        class_id = names.index(item.class_name)
     caption, reason = item.caption, None
-    if caption is None:  # sidecar mode: KEY.txt preferred, else KEY.json (img2dataset writes both)
+    if not cfg.captions:
+        caption = ""
+    elif caption is None:  # sidecar mode: KEY.txt preferred, else KEY.json (img2dataset writes both)
         stem = Path(item.image_path).with_suffix("")
         sidecars = [s for s in ("txt", "json") if stem.with_suffix(f".{s}").is_file()]
-        if not sidecars:
-            return RawSample(item.key, None, None, skip_reason="missing_caption")
-        caption, reason = decode_caption(stem.with_suffix(f".{sidecars[0]}").read_bytes(), sidecars[0])
+        if sidecars:
+            sidecar = stem.with_suffix(f".{sidecars[0]}")
+            if regular_file_problem(str(sidecar), max_bytes=cfg.max_file_bytes) == "file_too_large":
+                return RawSample(item.key, None, None, skip_reason="file_too_large")
+            caption, reason = decode_caption(sidecar.read_bytes(), sidecars[0])
+        else:
+            reason = "missing_caption"
     else:
         caption = caption.strip()
         reason = None if caption else "empty_caption"
+    caption, reason = _with_class_caption(caption, reason, cfg, names, class_id)
+    reason = reason or regular_file_problem(item.image_path, item.root, cfg.max_file_bytes)
     if reason:
         return RawSample(item.key, None, None, skip_reason=reason)
+    caption, cut = cap_caption(caption, cfg.max_caption_bytes)
     image, reason = open_image(item.image_path)
-    return RawSample(item.key, image, caption, skip_reason=reason)
+    return RawSample(item.key, image, caption, class_id=class_id, skip_reason=reason, caption_truncated=cut)
+
+
+def _tar_label(files: dict[str, bytes], names: tuple[str, ...]) -> tuple[int, str | None]:
+    """Class id from KEY.cls (an id or a name) or KEY.json's "label" -> (id, skip_reason)."""
+    if "cls" in files:
+        try:
+            return parse_label(files["cls"].decode("utf-8"), names)
+        except UnicodeDecodeError:
+            return -1, "bad_label"
+    if "json" in files:
+        try:
+            record = json.loads(files["json"].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return -1, "bad_label"
+        if isinstance(record, dict) and "label" in record:
+            return parse_label(record["label"], names)
+    return -1, "missing_label"
+
+
+def _isolated(key: str, make) -> RawSample:
+    """``make()``, or a skip counted as ``unreadable_record`` if it raises: no record may stop a part."""
+    try:
+        return make()
+    except Exception as err:  # noqa: BLE001  (a hostile corpus finds the cases nobody listed)
+        log.warning("%s: unreadable record (%s: %s)", key, type(err).__name__, str(err)[:200])
+        return RawSample(key, None, None, skip_reason="unreadable_record")
 
 
 def _tar_members(path: str) -> Iterator[tuple[str, str, tarfile.TarFile, tarfile.TarInfo]]:
-    """(key, extension, tar, member) in archive order, streaming (``r|*``: no random access needed)."""
+    """(key, extension, tar, member) in archive order, streaming (``r|*``: no random access needed).
+
+    Folders are passed over; links, FIFOs and devices come out, so that their sample is counted.
+    """
     with tarfile.open(path, mode="r|*") as tar:
         for member in tar:
-            if not member.isfile():
+            if member.isdir():
                 continue
             directory, _, base = member.name.rpartition("/")
             stem, dot, ext = base.partition(".")
@@ -207,40 +346,64 @@ def _tar_members(path: str) -> Iterator[tuple[str, str, tarfile.TarFile, tarfile
                 yield (f"{directory}/{stem}" if directory else stem), ext.lower(), tar, member
 
 
-def _tar_samples(path: str, first_index: int, worker: int, num_workers: int
-                 ) -> Iterator[tuple[int, RawSample | None]]:
-    """(running sample index, sample) for one tar; samples of other workers come out as None (not read)."""
+def _tar_samples(cfg: DataConfig, path: str, first_index: int, worker: int, num_workers: int,
+                 names: tuple[str, ...] | None = None) -> Iterator[tuple[int, RawSample | None]]:
+    """(running sample index, sample) for one tar; samples of other workers come out as None (not read).
+
+    A key seen before in the same tar (its members not adjacent) is a ``duplicate_key`` skip; a member
+    larger than ``data.max_file_bytes`` (its header says how large) is never read.
+    """
     tar_name = Path(path).name.removesuffix(".tar")
     index = first_index - 1
-    key, files = None, {}
+    key, files, problem = None, {}, None
+    seen: set[str] = set()
 
     def finish():
         if key is None or index % num_workers != worker:
             return None
         full_key = f"{tar_name}/{key}"
+        if problem:
+            return RawSample(full_key, None, None, skip_reason=problem)
         caption_ext = next((e for e in ("txt", "json") if e in files), None)
         image_ext = next((e for e in files if f".{e}" in IMAGE_EXTENSIONS), None)
         if image_ext is None:
             return RawSample(full_key, None, None, skip_reason="missing_image")
-        if caption_ext is None:
-            return RawSample(full_key, None, None, skip_reason="missing_caption")
-        caption, reason = decode_caption(files[caption_ext], caption_ext)
+        class_id = -1
+        if names is not None:
+            class_id, reason = _tar_label(files, names)
+            if reason:
+                return RawSample(full_key, None, None, skip_reason=reason)
+        if not cfg.captions:
+            caption, reason = "", None
+        elif caption_ext is None:
+            caption, reason = None, "missing_caption"
+        else:
+            caption, reason = decode_caption(files[caption_ext], caption_ext)
+        caption, reason = _with_class_caption(caption, reason, cfg, names, class_id)
         if reason:
             return RawSample(full_key, None, None, skip_reason=reason)
+        caption, cut = cap_caption(caption, cfg.max_caption_bytes)
         image, reason = open_image(files[image_ext])
-        return RawSample(full_key, image, caption, skip_reason=reason)
+        return RawSample(full_key, image, caption, class_id=class_id, skip_reason=reason, caption_truncated=cut)
 
     try:
         for member_key, ext, tar, member in _tar_members(path):
             if member_key != key:
                 if key is not None:
-                    yield index, finish()
+                    yield index, _isolated(f"{tar_name}/{key}", finish)
                 key, files = member_key, {}
+                problem = "duplicate_key" if key in seen else None
+                seen.add(key)
                 index += 1
-            if index % num_workers == worker:
-                files[ext] = tar.extractfile(member).read()
+            if index % num_workers == worker and problem is None:
+                if not member.isfile():
+                    problem, files = "not_a_regular_file", {}
+                elif member.size > cfg.max_file_bytes:
+                    problem, files = "file_too_large", {}
+                else:
+                    files[ext] = tar.extractfile(member).read()
         if key is not None:
-            yield index, finish()
+            yield index, _isolated(f"{tar_name}/{key}", finish)
     except (tarfile.TarError, OSError, EOFError) as err:
         # A cut-off or corrupt shard: what was read so far stands, the rest is counted once.
         if worker == 0:
@@ -257,13 +420,15 @@ def iter_refs(cfg: DataConfig, refs: Sequence, split: str = "train", worker: int
             yield RawSample(f"{split}/{index:08d}", sample.image, sample.caption, sample.attrs,
                             shapes.class_id(sample.attrs))
     elif source == "folder":
+        names = class_names(cfg)
         for item in refs[worker::num_workers]:
-            yield _folder_sample(item)
+            yield _isolated(item.key, lambda item=item: _folder_sample(cfg, item, names))
     else:
         # Every worker streams every tar of the part (tar has no index) but decodes only its own samples.
-        index = 0
+        index, names = 0, class_names(cfg)
         for path in refs:
-            for index, sample in _tar_samples(path, index, worker, num_workers):
+            # the running index carries over from one tar to the next
+            for index, sample in _tar_samples(cfg, path, index, worker, num_workers, names):  # noqa: B007, B020
                 if sample is not None:
                     yield sample
             index += 1

@@ -1,7 +1,7 @@
 """Load an exported folder's weights into a freshly built transformer, also one built for a reduced schedule.
 
-A reduced schedule (scale distillation, srdd-method.md §4.1/§4.3) changes only the per-token and per-scale
-embeddings; `srdd_scale.model.state_dict_for_schedule` keeps those of the kept scales (§4.3 step 3).
+A reduced schedule (scale distillation, docs/method.md §6.6) changes only the per-token and per-scale
+embeddings; `srdd_scale.model.state_dict_for_schedule` keeps those of the kept scales (docs/method.md §6.6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SRDD transformer: VAR's next-scale predictor with a Markovian attention mask (srdd-method.md §2, §7.2)."""
+"""SRDD transformer: VAR's next-scale predictor with a Markovian attention mask (docs/method.md §3, §4)."""
 from srdd_scale.model.config import ModelConfig, SamplingConfig
 from srdd_scale.model.transformer import SRDDTransformer, build_model, state_dict_for_schedule
 

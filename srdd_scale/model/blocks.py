@@ -1,4 +1,4 @@
-"""VAR's AdaLN transformer block (srdd-method.md §7.2) plus text cross-attention, and the AdaLN head."""
+"""VAR's AdaLN transformer block (docs/method.md §4.1) plus text cross-attention, and the AdaLN head."""
 from __future__ import annotations
 
 import math
@@ -112,7 +112,7 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 class _QKNormAttention(nn.Module):
     """Shared by self- and cross-attention: L2-normalised q/k with a learnable per-head temperature.
 
-    VAR (srdd-method.md §7.2): temperature initialised to 4 and clamped at 100 (in log space); SDPA then
+    VAR (docs/method.md §4.1): temperature initialised to 4 and clamped at 100 (in log space); SDPA then
     runs with scale 1 because q/k are unit vectors times the temperature.
     """
 
@@ -204,7 +204,7 @@ def _ada_params(ada_lin: nn.Module, cond: torch.Tensor, n: int) -> tuple[torch.T
 
 
 class SRDDBlock(nn.Module):
-    """x += g1*Attn(LN(x)(1+s1)+b1); x += CrossAttn(LN(x), text); x += g2*MLP(LN(x)(1+s2)+b2) (VAR §7.2)."""
+    """x += g1*Attn(LN(x)(1+s1)+b1); x += CrossAttn(LN(x), text); x += g2*MLP(LN(x)(1+s2)+b2) (docs/method.md §4.1)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path_rate: float, cross_attn: bool):
         super().__init__()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 try:  # the one project import allowed here, guarded for HF remote code (docs/contracts.md)
     from srdd_scale.config import ConfigError
@@ -11,14 +11,24 @@ except ImportError:
     class ConfigError(ValueError):
         """Stand-in when srdd_scale is not importable (an exported folder loaded by transformers)."""
 
-MASK_MODES = ("markovian", "markovian_prev", "block_causal")
 MaskMode = Literal["markovian", "markovian_prev", "block_causal"]
+MASK_MODES: tuple[str, ...] = get_args(MaskMode)
+# VAR's 256 px schedule (docs/method.md §2.3): 10 scales, 680 tokens on a 16x16 latent. Defined here, the
+# package's base layer, because the exported remote code (hf.py) needs it too.
+VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    """``srdd_scale.config.require``, copied so that this file stays stdlib-only for HF remote code."""
+    if not ok:
+        text = repr(value)
+        raise ConfigError(f"{key}: got {text if len(text) <= 80 else text[:77] + '...'}, expected {expected}")
 ATTENTION_IMPLS = ("auto", "math", "sdpa", "flex")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """VAR's transformer (srdd-method.md §7.2) with SRDD's Markovian mask (§2.2) and text cross-attention.
+    """VAR's transformer (docs/method.md §4) with SRDD's Markovian mask (§3.1) and text cross-attention.
 
     Everything but `depth` is derived by default (nanoGPT-style single size knob): width 64*depth,
     depth heads of 64 channels, drop-path 0.1*depth/24. `width`/`num_heads` exist only for ablations.
@@ -30,8 +40,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # MLP hidden width / C (VAR: 4, GELU-tanh)
     drop_path_rate: float = -1.0  # max stochastic depth (last block); -1 = 0.1 * depth / 24 (VAR)
     alng: float = 1e-3  # init scale of the AdaLN gate weights (VAR: 1e-3 d16/d20, 1e-4 d24, 1e-5 d30, 5e-6 d36)
-    mask: MaskMode = "markovian"  # self-attention mask between scales (srdd-method.md §2.2; masks.py)
-    scale_cond: bool = True  # add a learned per-scale embedding to the AdaLN condition: f(I_n, n, y) (§2.3, §8.2)
+    mask: MaskMode = "markovian"  # self-attention mask between scales (docs/method.md §3; masks.py)
+    scale_cond: bool = True  # per-scale embedding in the AdaLN condition: f(I_n, n, y) (docs/method.md §4.5, §9.2)
     cross_attn: bool = True  # text cross-attention in every block (needs text_dim at build time)
     num_classes: int = 0  # class-conditional when > 0 (index num_classes is the learned null class)
     cond_drop_prob: float = 0.1  # training-time probability of replacing the condition by null, for CFG (VAR: 0.1)
@@ -68,12 +78,15 @@ class ModelConfig:
                 f"model.num_heads={self.heads} does not divide model.width={self.embed_dim} "
                 f"(depth={self.depth}); choose heads so that width % heads == 0"
             )
-        if self.mlp_ratio <= 0:
+        if not 0 < self.mlp_ratio < float("inf"):
             raise ConfigError(f"model.mlp_ratio={self.mlp_ratio}: expected > 0")
-        if not 0.0 <= self.max_drop_path < 1.0:
-            raise ConfigError(f"model.drop_path_rate={self.drop_path_rate}: expected -1 (derive) or a value in [0, 1)")
-        if self.alng <= 0:
-            raise ConfigError(f"model.alng={self.alng}: expected > 0")
+        _require(self.drop_path_rate == -1 or 0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate",
+                 self.drop_path_rate, "-1 (derive 0.1 * depth / 24) or a value in [0, 1)")
+        _require(self.max_drop_path < 1.0, "model.depth", self.depth,
+                 f"< 240 while model.drop_path_rate=-1 derives 0.1 * depth / 24 = {self.max_drop_path:g} (must be < 1);"
+                 " set model.drop_path_rate explicitly for deeper models")
+        if not 0.0 < self.alng < float("inf"):
+            raise ConfigError(f"model.alng={self.alng}: expected a finite value > 0")
         if self.mask not in MASK_MODES:
             raise ConfigError(f"model.mask={self.mask!r}: expected one of {', '.join(MASK_MODES)}")
         if self.attention_impl not in ATTENTION_IMPLS:
@@ -92,15 +105,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Sampler settings (srdd-method.md §4, §7.6). Defaults are VAR's FID setting."""
+    """Sampler settings (docs/method.md §6, §8.4). Defaults are VAR's FID setting."""
 
     cfg_scale: float = 1.5  # classifier-free guidance strength w: logits = (1+t)*cond - t*uncond
     cfg_schedule: Literal["linear", "constant"] = "linear"  # linear: t = w*k/(K-1) (VAR ramp); constant: t = w
     top_k: int = 900  # keep the k most likely tokens; 0 = off
     top_p: float = 0.96  # nucleus threshold; 1.0 = off
     temperature: float = 1.0  # logits are divided by this before top-k/top-p
-    mr_steps: int = 0  # mask-resampling rounds per scale (srdd-method.md §4.1); 0 = off
-    p_resample: float = 0.0  # tokens whose sampled probability is below this are redrawn each round
+    resample: Literal["none", "simple", "mask"] = "none"  # SR (docs/method.md §6.4) or MR (§6.5) inside each scale
+    mr_steps: int = 0  # mask resampling (resample=mask): rounds per scale (docs/method.md §6.5); 0 = plain sampling
+    p_resample: float = 0.0  # mask resampling: tokens whose sampled probability is below this are redrawn each round
+    sr_steps: int = 0  # simple resampling (resample=simple): extra forwards per scale >= 1; 0 = plain sampling
 
     def validate(self) -> None:
         if self.cfg_scale < 0 or not math.isfinite(self.cfg_scale):
@@ -111,9 +126,17 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_k={self.top_k}: expected >= 0 (0 = off)")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"sampling.top_p={self.top_p}: expected a value in (0, 1] (1 = off)")
-        if self.temperature <= 0:
+        if not 0 < self.temperature < float("inf"):
             raise ConfigError(f"sampling.temperature={self.temperature}: expected > 0")
-        if self.mr_steps < 0:
-            raise ConfigError(f"sampling.mr_steps={self.mr_steps}: expected >= 0")
-        if not 0.0 <= self.p_resample <= 1.0:
+        if self.resample not in ("none", "simple", "mask"):
+            raise ConfigError(f"sampling.resample={self.resample!r}: expected 'none', 'simple' or 'mask'")
+        if self.mr_steps < 0 or self.sr_steps < 0:
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps}, sampling.sr_steps={self.sr_steps}: expected >= 0")
+        if self.mr_steps and self.resample != "mask":
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps} needs sampling.resample=mask "
+                              f"(got {self.resample!r})")
+        if self.sr_steps and self.resample != "simple":
+            raise ConfigError(f"sampling.sr_steps={self.sr_steps} needs sampling.resample=simple "
+                              f"(got {self.resample!r})")
+        if not 0.0 <= self.p_resample <= 1.0:  # comparisons are False for nan, so nan is refused too
             raise ConfigError(f"sampling.p_resample={self.p_resample}: expected a probability in [0, 1]")

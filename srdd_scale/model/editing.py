@@ -1,4 +1,4 @@
-"""Zero-shot editing by teacher-forcing known tokens during sampling (srdd-method.md §5, §7.6, §8.11).
+"""Zero-shot editing by teacher-forcing known tokens during sampling (docs/method.md §7, §9.12).
 
 No fine-tuning: the image is tokenized at every scale and, while sampling, the tokens that the known pixels
 determine replace the sampled ones before the state is updated, so the generated tokens stay consistent
@@ -76,7 +76,7 @@ def superres(
     cfg: SamplingConfig,
     generator: torch.Generator,
 ) -> list[torch.Tensor]:
-    """Super-resolution as reverse diffusion from a degraded state (srdd-method.md §5): the low-resolution image,
+    """Super-resolution as reverse diffusion from a degraded state (docs/method.md §7.2): the low-resolution image,
     bicubically upsampled to the tokenizer's size and encoded, fixes the first `forced_scales` scales (default:
     the scales no finer than its own detail, superres_forced_scales); the finer scales are sampled.
     """

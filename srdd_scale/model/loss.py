@@ -1,4 +1,4 @@
-"""Per-scale token cross-entropy: SRDD's training objective (srdd-method.md §3.2) with VAR's metrics."""
+"""Per-scale token cross-entropy: SRDD's training objective (docs/method.md §5.1) with VAR's metrics."""
 from __future__ import annotations
 
 import torch
@@ -16,7 +16,7 @@ def scale_losses(
 
     weighting: ``token`` averages over all L tokens (VAR: a scale weighs as many tokens as it has, so the
     finest scales dominate); ``scale`` averages the per-scale means (every diffusion step weighs the same,
-    the other reading of the ELBO sum in srdd-method.md §3.2 / §8.3).
+    the other reading of the ELBO sum in docs/method.md §5.2 / §9.3).
     Metrics are computed without label smoothing (as VAR logs them): ``loss/scale_k``, ``acc/scale_k``,
     ``loss/mean`` and ``acc/mean`` over all tokens, ``loss/last`` and ``acc/last`` of the finest scale.
     """

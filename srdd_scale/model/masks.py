@@ -1,6 +1,6 @@
 """Which scales each scale may attend to, as one rule shared by training masks, KV caches and FLOP counts.
 
-srdd-method.md §2.2 / §8.1 choices made here:
+docs/method.md §3 and §9.1 choices made here:
 * ``markovian`` (default) is the **block-diagonal** mask: a scale attends bidirectionally to its own tokens
   only. Its tokens already hold the state I_{k-1} (the running reconstruction of the coarser scales), so
   scale k's prediction is exactly f(I_{k-1}, k, y): no history, no KV cache, each scale an independent

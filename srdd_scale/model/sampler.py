@@ -1,4 +1,4 @@
-"""Scale-by-scale ancestral sampling (srdd-method.md §4, §7.6): one model call per scale, seeded, batched.
+"""Scale-by-scale ancestral sampling (docs/method.md §6.1): one model call per scale, seeded, batched.
 
 Under the `markovian` mask each call processes only the current scale's tokens (its input is the state
 I_{k-1}, no KV cache); `markovian_prev` and `block_causal` keep the K/V of the scales they may see.
@@ -15,7 +15,7 @@ from srdd_scale.model.transformer import Condition, SRDDTransformer
 
 
 def guidance_weight(cfg: SamplingConfig, scale: int, num_scales: int) -> float:
-    """t in (1+t)*cond - t*uncond: VAR's linear ramp 0 -> w over the scales (srdd-method.md §7.6), or constant w."""
+    """t in (1+t)*cond - t*uncond: VAR's linear ramp 0 -> w over the scales (docs/method.md §6.2), or constant w."""
     if cfg.cfg_schedule == "constant" or num_scales == 1:
         return cfg.cfg_scale
     return cfg.cfg_scale * scale / (num_scales - 1)
@@ -51,7 +51,7 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def draw_tokens(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
     """Sample one scale's tokens from (guided) logits [B, N, V], with optional mask resampling.
 
-    Mask resampling (srdd-method.md §4.1/§4.3, variant "Option A", chosen because it needs no extra forward
+    Mask resampling (docs/method.md §6.5, §9.10; this variant is chosen because it needs no extra forward
     pass and no input the model never saw in training): after the first draw, every token whose probability
     under the filtered distribution is below `p_resample` is redrawn from that same distribution, for
     `mr_steps` rounds; tokens still below the threshold after the last round keep their last draw. It
@@ -59,7 +59,7 @@ def draw_tokens(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
     """
     probs = filter_logits(logits.float(), cfg).softmax(-1)
     tokens = _draw(probs, generator)
-    for _ in range(cfg.mr_steps):
+    for _ in range(cfg.mr_steps if cfg.resample == "mask" else 0):
         redo = probs.gather(-1, tokens[..., None])[..., 0] < cfg.p_resample
         if not bool(redo.any()):
             break
@@ -81,6 +81,34 @@ def guided_scale_logits(
         return logits
     cond_logits, uncond_logits = logits.chunk(2)
     return (1 + weight) * cond_logits - weight * uncond_logits
+
+
+def own_draw_input(tokenizer, k: int, f_hat: Optional[torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+    """Scale k's input built from the state *after* its own draw: f_hat_{k-1} + scale k's codes, area-downsampled
+    to scale k's grid, [B, p_k^2, C]. What a simple-resampling forward sees (docs/method.md §6.4)."""
+    state, _ = tokenizer.next_scale_input(k, f_hat, tokens)
+    p = tokens.shape[-1]
+    return torch.nn.functional.interpolate(state, size=(p, p), mode="area").flatten(2).transpose(1, 2)
+
+
+def simple_resample(model: SRDDTransformer, tokenizer, k: int, f_hat: Optional[torch.Tensor], tokens: torch.Tensor,
+                    cond: Condition, cache: list, history: list, weight: Optional[float], cfg: SamplingConfig,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Simple resampling of scale k >= 1 (docs/method.md §6.4): `sr_steps` times, run scale k again on the state
+    that includes its latest draw and redraw the whole scale from the new distribution. The caches are put back
+    to what the first (true-state) forward left, so later scales attend to the input they were trained on."""
+    after_first = [kv.chunks for kv in cache]
+    for _ in range(cfg.sr_steps):
+        scale_input = own_draw_input(tokenizer, k, f_hat, tokens)
+        if weight is not None:
+            scale_input = torch.cat([scale_input, scale_input])
+        for kv, chunks in zip(cache, history):
+            kv.chunks = list(chunks)
+        logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
+        tokens = draw_tokens(logits, cfg, generator).view_as(tokens)
+    for kv, chunks in zip(cache, after_first):
+        kv.chunks = chunks
+    return tokens
 
 
 def check_schedule(model: SRDDTransformer, tokenizer) -> None:
@@ -140,11 +168,14 @@ def sample(
         num_scales = len(model.patch_nums)
         for k, p in enumerate(model.patch_nums):
             weight = guidance_weight(cfg, k, num_scales) if guided else None
+            history = [list(kv.chunks) for kv in cache]
             logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
-            tokens = draw_tokens(logits, cfg, generator)
+            tokens = draw_tokens(logits, cfg, generator).view(batch_size, p, p)
+            if cfg.resample == "simple" and cfg.sr_steps and k > 0:  # scale 0 has no state to condition on
+                tokens = simple_resample(model, tokenizer, k, f_hat, tokens, cond, cache, history, weight, cfg,
+                                         generator)
             if known_masks is not None:
-                tokens = torch.where(known_masks[k].flatten(1), known_codes[k].flatten(1), tokens)
-            tokens = tokens.view(batch_size, p, p)
+                tokens = torch.where(known_masks[k].view_as(tokens), known_codes[k].view_as(tokens), tokens)
             out.append(tokens)
             f_hat, scale_input = tokenizer.next_scale_input(k, f_hat, tokens)
             if guided and scale_input is not None:

@@ -1,15 +1,18 @@
-"""The SRDD transformer: VAR's next-scale predictor (srdd-method.md §7.2) with a Markovian mask (§2.2).
+"""The SRDD transformer: VAR's next-scale predictor (docs/method.md §4) with a Markovian mask (§3.1).
 
-Conditioning (srdd-method.md §2.2, §8.2, §8.12): the condition vector y (pooled text and/or class embedding,
+Conditioning (docs/method.md §4.3-§4.5, §9.2, §9.4): the condition vector y (pooled text and/or class embedding,
 or the learned null condition) drives every AdaLN and builds the start token; text tokens also reach every
 block through cross-attention; with `scale_cond` a learned per-scale embedding is added to the AdaLN
 condition so each block is told the step n explicitly, i.e. the reverse step f(I_n, n, y).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -22,6 +25,26 @@ from .masks import attention_allowed, flex_block_mask, history_scales, scale_ind
 TEXT_PREFIXES = ("text_norm.", "text_proj.", "text_pool.", "null_text_token")
 HEAD_PREFIXES = ("head.",)
 EMBED_PREFIXES = ("word_embed.", "pos_start", "pos_embed", "lvl_embed.", "scale_embed.", "class_emb.", "null_cond")
+
+# Set while a caller builds the model whose parameters it will materialise itself (meta device, ZeRO-3 partitions).
+_DEFER_INIT = contextvars.ContextVar("srdd_defer_init", default=False)
+
+
+@contextlib.contextmanager
+def deferred_init() -> Iterator[None]:
+    """Models built inside skip ``init_weights``; the caller fills each parameter from ``initial_parameter``."""
+    token = _DEFER_INIT.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_INIT.reset(token)
+
+
+def _parameter_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator of its own for each parameter: its values depend on (seed, name) only, never on the order
+    or the device in which parameters are initialised, so a shard can be cut from the same full tensor anywhere."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 @dataclass
@@ -45,6 +68,9 @@ class SRDDTransformer(nn.Module):
         text_dim: int | None,
     ):
         super().__init__()
+        # One draw from the global RNG, before any submodule's own init consumes it (on meta none does): the same
+        # torch.manual_seed gives the same weights on every rank and construction path.
+        self.init_seed = int(torch.randint(0, 2**62, (), device="cpu"))
         cfg.validate()
         if cfg.cross_attn and text_dim is None:
             raise ConfigError(
@@ -78,51 +104,68 @@ class SRDDTransformer(nn.Module):
             self.text_pool = nn.Linear(self.text_dim, dim)  # masked mean -> AdaLN condition
             self.null_text_token = nn.Parameter(torch.empty(1, 1, dim))
 
-        drop_rates = torch.linspace(0, cfg.max_drop_path, cfg.depth).tolist()
+        drop_rates = torch.linspace(0, cfg.max_drop_path, cfg.depth, device="cpu").tolist()  # also under meta
         self.blocks = nn.ModuleList(
             SRDDBlock(dim, cfg.heads, cfg.mlp_ratio, rate, self.text_dim is not None) for rate in drop_rates
         )
         self.head = AdaLNHead(dim, vocab_size)
 
-        self.register_buffer("token_scale", scale_index(self.patch_nums), persistent=False)
         self.scale_sizes = tuple(p * p for p in self.patch_nums)
         self._block_masks: dict[str, object] = {}  # FlexAttention block mask per device (attention_impl flex)
         self._compiled_blocks: Optional[list] = None  # torch.compile'd blocks (model.compile), built lazily
-        allowed = None if cfg.mask == "markovian" else attention_allowed(self.patch_nums, cfg.mask)
-        self.register_buffer("attn_allowed", allowed, persistent=False)
-        self.init_weights()
+        self.register_buffer("token_scale", None, persistent=False)
+        self.register_buffer("attn_allowed", None, persistent=False)
+        self.reset_buffers()
+        if not _DEFER_INIT.get():
+            self.init_weights()
 
     # ------------------------------------------------------------------------------------------ init
 
+    def reset_buffers(self) -> None:
+        """The schedule's index buffers on the parameters' device (after ``to_empty`` they hold garbage)."""
+        device = self.pos_embed.device
+        self.token_scale = scale_index(self.patch_nums).to(device)
+        mask = None if self.mask_mode == "markovian" else attention_allowed(self.patch_nums, self.mask_mode)
+        self.attn_allowed = None if mask is None else mask.to(device)
+
+    @torch.no_grad()
+    def initial_parameter(self, name: str) -> torch.Tensor:
+        """Full fp32 initial value of parameter ``name`` on the CPU, from its own (init_seed, name) generator.
+
+        VAR's init (docs/method.md §4.6): trunc-normal std sqrt(1/3C) for every weight matrix, embedding and
+        learned token; zero biases; unit LayerNorm weights; head x0.02; residual out-projections / sqrt(2 depth);
+        AdaLN gates x alng and scales/shifts x0.5; attention temperatures log 4.
+        """
+        module_name, _, attr = name.rpartition(".")
+        module = self.get_submodule(module_name)
+        shape = getattr(module, attr).shape
+        generator = _parameter_generator(self.init_seed, name)
+        std = math.sqrt(1 / self.dim / 3)
+        if attr == "scale_mul":
+            return torch.full(shape, math.log(4.0))
+        if attr in ("bias", "q_bias", "v_bias"):
+            return torch.zeros(shape)
+        if isinstance(module, nn.LayerNorm):
+            return torch.ones(shape)
+        if not (attr == "weight" and isinstance(module, (nn.Linear, nn.Embedding)) or module is self):
+            raise KeyError(f"parameter {name!r} has no initialisation rule in SRDDTransformer.initial_parameter")
+        value = nn.init.trunc_normal_(torch.empty(shape), std=std, generator=generator)
+        if name == "head.out.weight":
+            value.mul_(0.02)
+        elif name == "head.ada_lin.1.weight":
+            value.mul_(0.5)  # VAR's init_adaln for scale/shift
+        elif name.endswith(("attn.proj.weight", "ffn.fc2.weight")):  # self- and cross-attention out-projections
+            value.div_(math.sqrt(2 * self.cfg.depth))
+        elif name.startswith("blocks.") and name.endswith("ada_lin.1.weight"):
+            value[: 2 * self.dim].mul_(self.cfg.alng)  # gamma1, gamma2: residual branches start near zero
+            value[2 * self.dim :].mul_(0.5)  # scales and shifts
+        return value
+
     @torch.no_grad()
     def init_weights(self) -> None:
-        """VAR's init (srdd-method.md §7.2): std sqrt(1/3C); head x0.02; out-proj / sqrt(2 depth); AdaLN gates x alng."""
-        dim, depth = self.dim, self.cfg.depth
-        std = math.sqrt(1 / dim / 3)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.trunc_normal_(module.weight, std=std)
-            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        for param in (self.pos_start, self.pos_embed, self.null_cond):
-            nn.init.trunc_normal_(param, std=std)
-        if self.text_dim is not None:
-            nn.init.trunc_normal_(self.null_text_token, std=std)
-        self.head.out.weight.mul_(0.02)
-        self.head.ada_lin[-1].weight.mul_(0.5)  # VAR's init_adaln for scale/shift
-        for block in self.blocks:
-            block.attn.proj.weight.div_(math.sqrt(2 * depth))
-            block.ffn.fc2.weight.div_(math.sqrt(2 * depth))
-            if block.cross_attn is not None:
-                block.cross_attn.proj.weight.div_(math.sqrt(2 * depth))
-            ada = block.ada_lin[-1].weight
-            ada[: 2 * dim].mul_(self.cfg.alng)  # gamma1, gamma2: residual branches start near zero
-            ada[2 * dim :].mul_(0.5)  # scales and shifts
+        """Every parameter from ``initial_parameter`` (a sharded backend fills its shards from the same values)."""
+        for name, param in self.named_parameters():
+            param.copy_(self.initial_parameter(name))
 
     # ------------------------------------------------------------------------------------------ condition
 
@@ -241,7 +284,8 @@ class SRDDTransformer(nn.Module):
         for scale 0 (the start token). Under markovian nothing but this scale's tokens is processed.
         """
         if not 0 <= scale < self.num_scales:
-            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales (patch_nums={list(self.patch_nums)})")
+            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales "
+                             f"(patch_nums={list(self.patch_nums)})")
         batch = cond.vector.shape[0]
         begin = sum(p * p for p in self.patch_nums[:scale])
         n = self.patch_nums[scale] ** 2
@@ -262,18 +306,6 @@ class SRDDTransformer(nn.Module):
         for block, kv in zip(self.blocks, cache):
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout, kv)
         return self.head(x, ada_cond, None)
-
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups: no decay on 1-D tensors (biases, norms, temperatures, null vectors) and on the
-        position/level/scale embeddings, as VAR (srdd-method.md §7.3); decay on every weight matrix."""
-        no_decay_names = ("pos_start", "pos_embed", "lvl_embed.", "scale_embed.")
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim <= 1 or name.startswith(no_decay_names) or name.endswith("scale_mul")
-             else decay).append(param)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     # ------------------------------------------------------------------------------------------ sizes
 
@@ -297,9 +329,9 @@ class SRDDTransformer(nn.Module):
 def state_dict_for_schedule(
     state: dict[str, torch.Tensor], patch_nums: tuple[int, ...], new_patch_nums: tuple[int, ...]
 ) -> dict[str, torch.Tensor]:
-    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (scale distillation, §4.3).
+    """Weights of a model trained on `patch_nums` re-laid for a subset schedule (docs/method.md §6.6).
 
-    Every kept scale keeps its own position, level and scale embeddings (srdd-method.md §4.3 step 3); all
+    Every kept scale keeps its own position, level and scale embeddings (docs/method.md §6.6); all
     other weights are shared by every schedule. Load the result into build_model(..., new_patch_nums, ...).
     """
     missing = [p for p in new_patch_nums if p not in patch_nums]

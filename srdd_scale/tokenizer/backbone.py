@@ -1,4 +1,4 @@
-"""CNN encoder/decoder of VAR's VQ-VAE family (srdd-method.md §7.1).
+"""CNN encoder/decoder of VAR's VQ-VAE family (docs/method.md §2.1).
 
 Module and parameter names follow VAR's `basic_vae.py` on purpose: its released checkpoint
 `vae_ch160v4096z32.pth` then loads into these modules key for key.

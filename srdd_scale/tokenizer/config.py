@@ -4,11 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from srdd_scale.config import ConfigError
+from srdd_scale.config import ConfigError, require
 from srdd_scale.data.config import DataConfig
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 
-# VAR's 256 px schedule (srdd-method.md §7.1): 10 scales, 680 tokens on a 16x16 latent.
-VAR_PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 # Codes are stored as uint16 in the MDS shards (docs/contracts.md), which caps the codebook.
 MAX_VOCAB_SIZE = 1 << 16
 
@@ -30,7 +29,7 @@ def check_patch_nums(patch_nums: tuple[int, ...], latent_size: int, key: str = "
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; srdd-method.md §7.1)."""
+    """Architecture of the VQ-VAE and its residual quantizer (VAR's family; docs/method.md §2.1)."""
 
     image_size: int = 256  # side of the square input images in pixels
     ch: int = 160  # base channel width of the CNN encoder/decoder
@@ -91,8 +90,10 @@ class TokenizerTrainConfig:
     """Optimisation, losses and logging for tools/train_tokenizer.py."""
 
     seed: int = 0  # seeds init, data order and dead-code re-initialisation
-    steps: int = 2000  # optimizer steps (a time budget may stop earlier)
-    max_minutes: Optional[float] = None  # wall-clock budget; training stops (and checkpoints) when it is spent
+    steps: int = 2000  # optimizer steps: the budget (the same seed gives the same weights on any machine)
+    # opt-in wall-clock budget: training stops (and checkpoints) when it is spent, and the LR decays over it,
+    # so the result depends on the machine's speed and load
+    max_minutes: Optional[float] = None
     batch_size: int = 32  # per-process batch size
     lr: float = 2e-3  # peak AdamW learning rate
     min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
@@ -113,7 +114,9 @@ class TokenizerTrainConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints
     keep_checkpoints: int = 1  # newest complete checkpoints kept on disk
     grid_images: int = 8  # images in the reconstruction grid PNG
-    num_threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
+    # torch intra-op threads; None: the cores the load average leaves free at start. Results are bit-identical
+    # only at a fixed count: a conv's weight gradient summed by 2 threads rounds differently.
+    num_threads: Optional[int] = None
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype for encoder/decoder (quantizer stays fp32)
     eval_input: str = ""  # folder/.tar of held-out images for non-synthetic data ("": synthetic `heldout` split,
     #                       or the first eval_images training images when the source has no held-out split)
@@ -127,6 +130,10 @@ class TokenizerTrainConfig:
                 raise ConfigError(f"tokenizer_train.{key}={getattr(self, key)}: expected >= 0")
         if self.lr <= 0:
             raise ConfigError(f"tokenizer_train.lr={self.lr}: expected > 0")
+        for key in ("seed", "weight_decay", "grad_clip", "beta", "perceptual_weight", "dead_code_threshold"):
+            require(getattr(self, key) >= 0, f"tokenizer_train.{key}", getattr(self, key), "a value >= 0")
+        require(self.num_threads is None or self.num_threads >= 1, "tokenizer_train.num_threads", self.num_threads,
+                "an int >= 1 or null (the free cores)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"tokenizer_train.min_lr_ratio={self.min_lr_ratio}: expected 0..1")
         if self.l1_weight < 0 or self.l2_weight < 0 or self.l1_weight + self.l2_weight == 0:

@@ -17,7 +17,8 @@ def to_tensor_or_none(sample, cfg: DataConfig) -> torch.Tensor | None:
     if sample.skip_reason is not None or sample.image is None:
         return None
     try:
-        return image_to_tensor(sample.image, cfg.image_size, cfg.resize_ratio, cfg.min_size, cfg.max_image_pixels)
+        return image_to_tensor(sample.image, cfg.image_size, cfg.resize_ratio, cfg.min_size, cfg.max_image_pixels,
+                               cfg.max_aspect_ratio)
     except SkipSample:
         return None
 

@@ -1,4 +1,4 @@
-"""VAR's multi-scale residual quantizer (srdd-method.md §7.1 and §3.1).
+"""VAR's multi-scale residual quantizer (docs/method.md §2.1 and §2.2).
 
 For each scale k (coarse to fine): area-downsample the residual to p_k x p_k, take the nearest
 codebook entry (L2), embed, bicubic-upsample back to the latent grid, refine with a Phi conv,
@@ -109,7 +109,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         return self.embedding(indices).permute(0, 3, 1, 2)
 
     def quantize(self, f: torch.Tensor) -> QuantizerOutput:
-        """Residual-quantize the latent f (B, C, P, P). Gradients: codebook via the MSE, encoder via straight-through."""
+        """Residual-quantize the latent f (B, C, P, P).
+
+        Gradients: codebook via the MSE, encoder via straight-through."""
         with torch.autocast(f.device.type, enabled=False):  # nearest-code search and Phi stay fp32, as in VAR
             return self._quantize(f.float())
 
@@ -145,7 +147,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         return torch.stack(self.contributions_from_indices(indices)).sum(dim=0)
 
     def teacher_forcing_inputs(self, indices: list[torch.Tensor]) -> torch.Tensor:
-        """(B, L - p0^2, C): for each scale k >= 1, f_hat of scales < k area-downsampled to p_k (VAR's idxBl_to_var_input)."""
+        """(B, L - p0^2, C): for each scale k >= 1, f_hat of scales < k area-downsampled to p_k.
+
+        VAR's idxBl_to_var_input."""
         batch = indices[0].shape[0]
         size = self.latent_size
         f_hat = torch.zeros(batch, self.latent_dim, size, size, device=indices[0].device)

@@ -1,6 +1,6 @@
 """Tokenizer training loop behind tools/train_tokenizer.py.
 
-Losses: L1/L2 reconstruction, VAR's VQ loss (commitment beta with straight-through; srdd-method.md §7.1),
+Losses: L1/L2 reconstruction, VAR's VQ loss (commitment beta with straight-through; docs/method.md §2.4),
 optional perceptual loss. Codebook usage is tracked as an EMA of per-scale hits (VAR's `ema_vocab_hit_SV`)
 and codes that fall out of use are re-initialised from current encoder residuals. DDP across processes
 (gloo on CPU, nccl on GPU); checkpoints resume on any world size.
@@ -29,6 +29,7 @@ from srdd_scale.train import checkpoint as ckpt
 from srdd_scale.utils.dist import barrier, destroy_distributed, device_for, init_distributed
 from srdd_scale.utils.logging import get_logger, progress
 from srdd_scale.utils.rundir import prepare_run_dir
+from srdd_scale.utils.threads import free_cores, stage_threads
 
 USAGE_EMA_DECAY = 0.95  # ~20-step memory: a code unused for ~70 steps (at threshold 0.03) counts as dead
 REINIT_NOISE = 0.01  # relative jitter on re-initialised codes so that copies of one residual differ
@@ -160,9 +161,11 @@ def _latest_checkpoint(root: Path) -> Path | None:
 def train_tokenizer(cfg: TokenizerRunConfig, output: str | Path) -> dict[str, float]:
     """Train (or resume in `output`), evaluate, and save the tokenizer to `output/tokenizer`; returns final metrics."""
     cfg.validate()
-    tcfg = cfg.tokenizer_train
-    if tcfg.num_threads:
-        torch.set_num_threads(tcfg.num_threads)
+    threads = stage_threads(cfg.tokenizer_train.num_threads)
+    if threads != torch.get_num_threads():
+        log.info("%d intra-op threads (asked %s, %d cores free)", threads, cfg.tokenizer_train.num_threads,
+                 free_cores())
+    torch.set_num_threads(threads)
     env = init_distributed()
     try:
         return _train(cfg, Path(output), env)
@@ -301,7 +304,8 @@ def _train(cfg: TokenizerRunConfig, output: Path, env) -> dict[str, float]:
             record = {"kind": "train", "step": step, "lr": lr, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),
                       "vq": quantized.vq_loss.item(), "train/psnr": float(psnr(reconstruction.detach().clamp(-1, 1),
                                                                                images).mean()),
-                      "usage/alive": alive, "reinit_codes": reinit, "images_per_s": window_images / (now - window_start),
+                      "usage/alive": alive, "reinit_codes": reinit,
+                      "images_per_s": window_images / (now - window_start),
                       "elapsed_s": elapsed, "skipped_images": stream.skipped}
             if perceptual_loss is not None:
                 record["perceptual"] = perceptual_loss.item()
@@ -321,6 +325,7 @@ def _train(cfg: TokenizerRunConfig, output: Path, env) -> dict[str, float]:
     if env.is_main:
         save_tokenizer(tokenizer.cpu(), output / RUN_SUBFOLDER)
         final.update(train_minutes=(elapsed_before + time.time() - start) / 60, world_size=env.world_size,
+                     threads=torch.get_num_threads(),
                      process_cpu_minutes_this_session=time.process_time() / 60,
                      tokenizer_path=str(output / RUN_SUBFOLDER), identity=tokenizer.identity())
         (output / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")

@@ -18,7 +18,7 @@ TRAINING_STATE_KEYS = ("quantize.ema_vocab_hit_SV",)
 
 
 class MultiScaleVQTokenizer(nn.Module):
-    """Images in [-1, 1] <-> VAR's pyramid of token maps (srdd-method.md §7.1)."""
+    """Images in [-1, 1] <-> VAR's pyramid of token maps (docs/method.md §2)."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -107,7 +107,9 @@ class MultiScaleVQTokenizer(nn.Module):
         return self.decoder(self.post_quant_conv(f_hat)).clamp(-1, 1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Training pass: unclamped reconstruction (gradients reach the encoder straight-through) and quantizer output."""
+        """Training pass: unclamped reconstruction and quantizer output.
+
+        Gradients reach the encoder straight-through."""
         quantized = self.quantize.quantize(self.encode_latent(images))
         return self.decoder(self.post_quant_conv(quantized.f_hat)), quantized
 

@@ -1,4 +1,4 @@
-"""AdamW parameter groups: decay only on weight matrices (VAR's no-decay list, srdd-method.md §7.3)."""
+"""AdamW parameter groups: decay only on weight matrices (VAR's no-decay list, docs/method.md §8.2)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from srdd_scale.train.config import TrainConfig
 
 
 def peak_lr(cfg: TrainConfig) -> float:
-    """VAR's linear rule: base LR x global batch / 256 (srdd-method.md §7.3)."""
+    """VAR's linear rule: base LR x global batch / 256 (docs/method.md §8.2)."""
     return cfg.base_lr * (cfg.global_batch_size / 256 if cfg.scale_lr_with_batch else 1.0)
 
 
@@ -16,9 +16,9 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     """LR of optimizer step ``step`` (0-based) as a fraction of the peak.
 
     Linear warmup from ``warmup_start_factor`` (VAR's wp0), then one of: cosine to ``final_lr_factor``; VAR's
-    ``lin0`` (flat for ``lin0_flat_fraction`` of the remaining steps, then linear to ``final_lr_factor``, §7.3);
-    WSD (flat, then linear decay over the last ``wsd_decay_fraction`` of the run, the shape sweeps need to branch
-    cooldowns off one long run); or constant.
+    ``lin0`` (docs/method.md §8.2; flat for ``lin0_flat_fraction`` of the remaining steps, then linear to
+    ``final_lr_factor``); WSD (flat, then linear decay over the last ``wsd_decay_fraction`` of the run, the shape
+    sweeps need to branch cooldowns off one long run); or constant.
     """
     total, warmup, final = cfg.total_steps, cfg.warmup_steps, cfg.final_lr_factor
     if step < warmup:

@@ -1,7 +1,7 @@
 """The SRDD objective as the trainer sees it: frozen parts (image tokenizer, text encoder) + batch -> loss.
 
 The transformer inputs are computed on the fly from the stored codes with the tokenizer's codebook and Phi
-convolutions (VAR's teacher forcing, srdd-method.md §3.1); no image encoder runs during training.
+convolutions (VAR's teacher forcing, docs/method.md §2.2); no image encoder runs during training.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import torch
 
 from srdd_scale.analysis.compare_masks import (CompareSettings, eval_curve, plot_curves, summary_table,
                                                tokenizer_overrides, train_overrides)
-from srdd_scale.config import ConfigError, load_config
+from srdd_scale.config import ConfigError
+from srdd_scale.run_config import RunConfig
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def test_overrides_build_a_valid_run_config_that_differs_only_in_the_mask(tiny_t
     for mask in ("markovian", "block_causal"):
         overrides = tokenizer_overrides(tiny_tokenizer) + train_overrides(s, mask, tmp_path / "data",
                                                                           tmp_path / "spm.model", tmp_path / "runs")
-        configs[mask] = load_config([str(ROOT / "configs" / "model" / "base.yaml")], overrides)
+        configs[mask] = RunConfig.load([str(ROOT / "configs" / "model" / "base.yaml")], overrides)
         configs[mask].validate()
     a, b = configs["markovian"], configs["block_causal"]
     assert a.tokenizer.patch_nums == (1, 2, 4, 8) and a.tokenizer.checkpoint == str(tiny_tokenizer.resolve())
@@ -64,6 +65,7 @@ def test_eval_curve_and_outputs(tmp_path):
     assert "| markovian | 3.5000 | 0.2000 |" in summary_table(results)
 
 
+@pytest.mark.slow
 def test_tool_end_to_end_two_steps(tiny_tokenizer, tmp_path):
     work = tmp_path / "work"
     cmd = [sys.executable, str(ROOT / "tools" / "compare_masks.py"), "--work", str(work), "--tokenizer",

@@ -29,7 +29,7 @@ def test_rows_match_the_counters(guide):
         assert row["params"] == parameter_counts(cfg, s.patch_nums, 4096, 32, s.text_dim)
         assert row["flops_per_image_train"]["markovian"] == flops_per_image(
             cfg, s.patch_nums, "markovian", s.text_len, True, 4096, 32, s.text_dim)
-        # VAR's convention: core ~ 18 d w^2 (srdd-method.md §7.2: d16 302M, d30 1.99B)
+        # VAR's convention: core ~ 18 d w^2 (docs/method.md §8.1: d16 302M, d30 1.99B)
         assert row["params"]["core"] == pytest.approx(18 * row["depth"] * (64 * row["depth"]) ** 2, rel=0.01)
         flops = row["flops_per_image_train"]
         assert flops["markovian"] < flops["markovian_prev"] < flops["block_causal"]
@@ -68,8 +68,21 @@ def test_var_recipe():
 def test_tool_writes_markdown_and_json(tmp_path):
     out = tmp_path / "guide.md"
     subprocess.run([sys.executable, str(ROOT / "tools" / "scaling_guide.py"), "--depths", "12,16", "--gpus", "8,32",
-                    "--out-md", str(out)], check=True, capture_output=True, cwd=ROOT)
+                    "--out-md", str(out), "--layout-plan", ""], check=True, capture_output=True, cwd=ROOT)
     data = json.loads(out.with_suffix(".json").read_text())
     assert [r["depth"] for r in data["rows"]] == [12, 16]
     text = out.read_text()
     assert "| d16 | 32 |" in text and "Memory model" in text
+
+
+def test_memory_table_comes_from_the_layout_plan(tmp_path):
+    plan = ROOT / "docs" / "layout_plan.json"
+    out = tmp_path / "guide.md"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "scaling_guide.py"), "--depths", "16", "--out-md", str(out),
+                    "--layout-plan", str(plan)], check=True, capture_output=True, cwd=ROOT)
+    text = out.read_text()
+    cells = json.loads(plan.read_text())["cells"]
+    assert "(planned)" in text and "total, no AC" not in text
+    for cell in cells:
+        row = f"| d{cell['depth']} | {16 * cell['patch_nums'][-1]} | {cell['world_size']} |"
+        assert row in text and f"**{cell['planned_gib']['peak']:.2f}**" in text

@@ -7,7 +7,7 @@ from streaming import StreamingDataset
 
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.loader import build_dataloader, release_stale_shared_memory
-from srdd_scale.data.mds import ShardMismatchError, check_meta, tokenizer_meta
+from srdd_scale.data.mds import CorruptShardError, ShardMismatchError, check_meta, tokenizer_meta
 
 
 def _cfg(root) -> DataConfig:
@@ -116,3 +116,98 @@ def test_stale_shared_memory_is_released_live_is_kept():
     finally:
         live.close()
         live.unlink()
+
+
+def _copy(shards, tmp_path):
+    import shutil
+
+    target = tmp_path / "copy"
+    # Without the raw files that earlier reads decompressed next to the zstd shards: as pretokenize left them.
+    shutil.copytree(shards / "train", target / "train", ignore=shutil.ignore_patterns("shard.*.mds"))
+    return target, sorted((target / "train").rglob("shard.*.mds.zstd"))
+
+
+def test_missing_truncated_and_edited_shards_are_named(tmp_path, shapes_shards, image_tokenizer, text_tokenizer):
+    expected = tokenizer_meta(image_tokenizer, text_tokenizer)
+    root, shards = _copy(shapes_shards, tmp_path)
+    data = shards[0].read_bytes()
+    shards[0].write_bytes(data[:-3])
+    with pytest.raises(CorruptShardError, match=rf"{shards[0]}: {len(data) - 3} bytes, .*index.json says {len(data)}"):
+        build_dataloader(_cfg(root), "train", 4, 0, expected)
+    edited = bytearray(data)
+    edited[len(data) // 2] ^= 0xFF  # same size: only the hash sees it
+    shards[0].write_bytes(bytes(edited))
+    hashed = dataclasses.replace(_cfg(root), verify_shards="hash")
+    with pytest.raises(CorruptShardError, match=rf"{shards[0]}: xxh64 differs"):
+        build_dataloader(hashed, "train", 4, 0, expected)
+    shards[0].write_bytes(data)
+    assert len(_all(build_dataloader(hashed, "train", 4, 0, expected))) == 6
+    shards[0].unlink()
+    with pytest.raises(CorruptShardError, match=rf"{shards[0]}: listed in .*index.json but missing"):
+        build_dataloader(_cfg(root), "train", 4, 0, expected)
+
+
+def test_out_of_vocabulary_codes_are_refused_at_collate(tmp_path, shapes_shards, image_tokenizer, text_tokenizer):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from srdd_scale.data.mds import open_writer, sample_record
+
+    expected = tokenizer_meta(image_tokenizer, text_tokenizer)
+    folder = tmp_path / "train"
+    with open_writer(folder, 1 << 20) as writer:
+        for i in range(4):
+            codes = np.zeros(image_tokenizer.tokens_per_image, np.uint16)
+            codes[5] = image_tokenizer.vocab_size if i % 2 else 0  # samples 1 and 3 hold a code the codebook lacks
+            writer.write(sample_record(codes, np.array([3, 1], np.int32), "c", f"sample{i}", -1, {}))
+    shutil.copy(shapes_shards / "train" / "meta.json", folder / "meta.json")
+    assert json.loads((folder / "meta.json").read_text())["vocab_size"] == image_tokenizer.vocab_size
+    loader = build_dataloader(_cfg(tmp_path), "train", 2, 0, expected)
+    vocab = image_tokenizer.vocab_size
+    with pytest.raises(CorruptShardError,
+                       match=rf"{folder}: sample 'sample[13]' holds codes id {vocab}, outside \[0, {vocab}\)"):
+        _all(loader)
+
+
+READ_ONLY_RUN = """
+import json, os, sys
+from srdd_scale.data.config import DataConfig
+from srdd_scale.data.loader import build_dataloader
+import streaming, streaming.base.storage.download, xxhash
+from multiprocessing import resource_tracker
+resource_tracker.ensure_running()  # its helper process execs the interpreter, which nobody may not
+if os.geteuid() == 0:  # root writes anywhere: become nobody once the interpreter (under /root) has loaded
+    os.setgid(65534)
+    os.setuid(65534)
+cfg = DataConfig(train_path=sys.argv[1], num_workers=0)
+batches = list(build_dataloader(cfg, "train", 4, 0, json.loads(sys.argv[2])))
+print(sum(len(b["codes"]) for b in batches))
+"""
+
+
+def test_read_only_dataset_trains_through_a_local_cache(tmp_path, shapes_shards, image_tokenizer, text_tokenizer):
+    """As a user who may not write to the dataset folder (root may write anywhere, so run as nobody)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    # Outside pytest's basetemp: a concurrent pytest session resets /tmp/pytest-of-root to 0700.
+    work = Path(tempfile.mkdtemp(prefix="srdd-ro-", dir="/tmp"))
+    os.chmod(work, 0o777)
+    root, _ = _copy(shapes_shards, work / "dataset")
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    expected = json.dumps(tokenizer_meta(image_tokenizer, text_tokenizer))
+    env = dict(os.environ, TMPDIR=str(work), HOME=str(work), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run([sys.executable, "-c", READ_ONLY_RUN, str(root / "train"), expected], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split()[-1]) == 24
+    assert not list((root / "train").rglob("shard.*.mds"))  # nothing was decompressed next to the shards
+    shutil.rmtree(work)

@@ -93,3 +93,64 @@ def test_truncated_file_is_a_skip_not_a_crash():
     with pytest.raises(SkipSample) as err:
         image_to_uint8(cut, 32)
     assert err.value.reason == "truncated_image"
+
+
+def _palette_with_transparent_index() -> Image.Image:
+    indices = np.zeros((8, 8), np.uint8)
+    indices[:, 4:] = 1  # right half: palette entry 1, the transparent one
+    image = Image.fromarray(indices, "P")
+    image.putpalette([10, 200, 30, 0, 0, 0])
+    return image
+
+
+# (mode, file format, image, expected RGB of the left half, expected RGB of the right half). Each image is
+# saved in a real file format and decoded again, as pretokenize sees it; expected colours are computed from
+# the format's definition, not from Pillow.
+GOLDEN = {
+    "I;16 near black": ("PNG", Image.new("I;16", (8, 8), 4 * 257), (4,) * 3, (4,) * 3),
+    "I;16": ("PNG", Image.new("I;16", (8, 8), 200 * 257), (200,) * 3, (200,) * 3),
+    "I;16B": ("TIFF", Image.new("I;16B", (8, 8), 40 * 257), (40,) * 3, (40,) * 3),
+    "I": ("TIFF", Image.new("I", (8, 8), 180 * 257), (180,) * 3, (180,) * 3),
+    "F 0..1": ("TIFF", Image.new("F", (8, 8), 0.25), (64,) * 3, (64,) * 3),
+    "LA": ("PNG", Image.merge("LA", [Image.new("L", (8, 8), 100), Image.fromarray(
+        np.repeat([[255] * 4 + [0] * 4], 8, axis=0).astype(np.uint8))]), (100,) * 3, (255,) * 3),
+    "LA half alpha": ("PNG", Image.new("LA", (8, 8), (0, 128)), (127,) * 3, (127,) * 3),
+    "P transparency": ("PNG", _palette_with_transparent_index(), (10, 200, 30), (255,) * 3),
+    "CMYK red": ("TIFF", Image.new("CMYK", (8, 8), (0, 255, 255, 0)), (255, 0, 0), (255, 0, 0)),
+    "CMYK grey": ("TIFF", Image.new("CMYK", (8, 8), (0, 0, 0, 128)), (127,) * 3, (127,) * 3),
+    "CMYK JPEG": ("JPEG", Image.new("CMYK", (8, 8), (0, 255, 255, 0)), (255, 0, 0), (255, 0, 0)),
+    # CIE L*=50, a*=b*=0 is sRGB 119 grey (Pillow keeps a*, b* offset by 128 in memory).
+    "LAB grey": ("TIFF", Image.new("LAB", (8, 8), (128, 128, 128)), (119,) * 3, (119,) * 3),
+    # JFIF: Y=94, Cb=126, Cr=204 is RGB (200, 40, 90).
+    "YCbCr": ("TIFF", Image.new("YCbCr", (8, 8), (94, 126, 204)), (200, 40, 90), (200, 40, 90)),
+    "1": ("PNG", Image.fromarray(np.repeat([[True] * 4 + [False] * 4], 8, axis=0)), (255,) * 3, (0,) * 3),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_every_pil_mode_keeps_its_colour(name):
+    fmt, image, left, right = GOLDEN[name]
+    decoded = _reopen(image, fmt, **({"transparency": 1} if name == "P transparency" else {}))
+    out = image_to_uint8(decoded, 16, resize_ratio=1.0).astype(int)
+    assert np.abs(out[8, 2] - left).max() <= 2, (decoded.mode, out[8, 2].tolist(), left)
+    assert np.abs(out[8, 13] - right).max() <= 2, (decoded.mode, out[8, 13].tolist(), right)
+
+
+@pytest.mark.parametrize("orientation, top_left", [(1, (255, 0, 0)), (3, (0, 0, 255)), (6, (255, 0, 0)),
+                                                    (8, (0, 0, 255))])
+def test_exif_orientation_keeps_colour_and_turns_the_image(orientation, top_left):
+    pixels = np.zeros((16, 32, 3), np.uint8)  # 32 wide: red left half, blue right half
+    pixels[:, :16] = (255, 0, 0)
+    pixels[:, 16:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = image_to_uint8(_reopen(Image.fromarray(pixels), "PNG", exif=exif.tobytes()), 16, resize_ratio=1.0)
+    assert np.abs(out[1, 1].astype(int) - top_left).max() <= 2, out[1, 1].tolist()
+
+
+def test_strip_bomb_is_skipped_before_decoding():
+    strip = _reopen(Image.new("L", (200_000, 1), 128), "PNG")
+    with pytest.raises(SkipSample) as err:
+        image_to_uint8(strip, 32)
+    assert err.value.reason == "extreme_aspect_ratio"
+    assert strip._im is None  # never decoded

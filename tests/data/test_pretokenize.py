@@ -6,9 +6,9 @@ import torch
 from streaming import StreamingDataset
 
 import srdd_scale.data.pretokenize as pretokenize_module
-from srdd_scale.data.mds import COMPLETE_FILE, ShardMismatchError
+from srdd_scale.data.mds import COMPLETE_FILE, read_meta
 from srdd_scale.data.preprocess import image_to_tensor
-from srdd_scale.data.pretokenize import merge_parts, part_dir, pretokenize_part
+from srdd_scale.data.pretokenize import OutputError, merge_parts, part_dir, pretokenize_part
 from srdd_scale.data.shapes import class_id, generate_shape_sample
 from srdd_scale.tokenizer import flatten_codes, split_codes
 
@@ -102,5 +102,23 @@ def test_interrupted_part_is_redone_and_finished_part_skipped(tmp_path, monkeypa
 def test_complete_part_from_another_tokenizer_is_not_reused(tmp_path, shapes_config, image_tokenizer,
                                                            other_image_tokenizer, text_tokenizer):
     pretokenize_part(shapes_config(), tmp_path, image_tokenizer, text_tokenizer)
-    with pytest.raises(ShardMismatchError, match="tokenizer_identity"):
+    merge_parts(tmp_path, 1)
+    (tmp_path / "notes.txt").write_text("not ours")
+    with pytest.raises(OutputError, match=r"holds a dataset this run did not write "
+                                          r"\(index.json, meta.json, stats.json, COMPLETE, notes.txt"):
         pretokenize_part(shapes_config(), tmp_path, other_image_tokenizer, text_tokenizer)
+    with pytest.raises(OutputError, match=r"files that belong to no dataset \(notes.txt\)"):
+        pretokenize_part(shapes_config(), tmp_path, other_image_tokenizer, text_tokenizer, overwrite=True)
+    (tmp_path / "notes.txt").unlink()
+    stats = pretokenize_part(shapes_config(), tmp_path, other_image_tokenizer, text_tokenizer, overwrite=True)
+    assert merge_parts(tmp_path, 1)["written"] == stats["written"] == 24
+    assert read_meta(tmp_path)["tokenizer_identity"] == other_image_tokenizer.identity()
+
+
+def test_unwritable_output_gives_one_line_error(tmp_path, shapes_config, image_tokenizer, text_tokenizer):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"--output .*file is a file, expected a folder"):
+        pretokenize_part(shapes_config(), tmp_path / "file", image_tokenizer, text_tokenizer)
+    with pytest.raises(OutputError, match=r"cannot write .*file/sub/part-00000-of-00001: Not a directory; a part of "
+                                          r"the path is a file, not a folder"):
+        pretokenize_part(shapes_config(), tmp_path / "file" / "sub", image_tokenizer, text_tokenizer)

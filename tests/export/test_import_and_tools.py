@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from srdd_scale.cli import evaluate, export_hf, sample
 from srdd_scale.export.importing import load_exported_weights
 from srdd_scale.export.pipeline import SRDDPipeline
 from srdd_scale.export.val_loss import validation_loss
 from srdd_scale.model import build_model
+from tests.helpers.training import base_overrides, launch_ok, write_split
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
 
 
 def test_load_exported_weights_into_reduced_schedule(trained):
@@ -63,10 +56,9 @@ def test_sample_tool_writes_pngs_index_and_grid(trained, tmp_path):
     prompts.write_text(json.dumps({"prompt": "a red circle", "attrs": {"colour": "red"}}) + "\n"
                        + json.dumps({"prompt": "a blue square", "attrs": {"colour": "blue"}}) + "\n")
     out = tmp_path / "samples"
-    sample_tool = _tool("sample")
-    assert sample_tool.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2",
-                             "--cfg", "1.0", "--top-k", "5", "--seed", "3", "--batch-size", "3",
-                             "--out", str(out)]) == 0
+    assert sample.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2",
+                        "--cfg", "1.0", "--top-k", "5", "--seed", "3", "--batch-size", "3",
+                        "--out", str(out)]) == 0
     records = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in records] == ["a red circle"] * 2 + ["a blue square"] * 2
     assert records[2]["attrs"] == {"colour": "blue"}
@@ -75,8 +67,8 @@ def test_sample_tool_writes_pngs_index_and_grid(trained, tmp_path):
     assert Image.open(out / "grid.png").size[0] > 16
     # the same seed and batch size reproduce the same images
     again = tmp_path / "again"
-    sample_tool.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2", "--cfg", "1.0",
-                      "--top-k", "5", "--seed", "3", "--batch-size", "3", "--out", str(again)])
+    sample.main(["--model", str(export_dir), "--prompts-file", str(prompts), "--num", "2", "--cfg", "1.0",
+                 "--top-k", "5", "--seed", "3", "--batch-size", "3", "--out", str(again)])
     assert (out / "00003.png").read_bytes() == (again / "00003.png").read_bytes()
 
 
@@ -92,14 +84,14 @@ def test_sample_tool_zero_shot_modes(trained, tmp_path, mode):
         mask.paste(0, (4, 4, 12, 12))
         mask.save(tmp_path / "mask.png")
         args += ["--mask", str(tmp_path / "mask.png")]
-    assert _tool("sample").main(args) == 0
+    assert sample.main(args) == 0
     assert Image.open(tmp_path / "out" / "00000.png").size == (16, 16)
 
 
 def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     run_dir, export_dir = trained("ddp")
     out = tmp_path / "via_cli"
-    assert _tool("export_hf").main([str(run_dir), str(out), "--cfg", "3.0", "--top-k", "0"]) == 0
+    assert export_hf.main([str(run_dir), str(out), "--cfg", "3.0", "--top-k", "0"]) == 0
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["cfg_scale"] == 3.0 and generation["top_k"] == 0
     assert SRDDPipeline.from_pretrained(out).sampling.cfg_scale == 3.0
@@ -113,9 +105,9 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     assert result["loss/mean"] == pytest.approx(weighted, rel=1e-5)
     assert 0 <= result["acc/mean"] <= 1
     report = tmp_path / "val.json"
-    assert _tool("evaluate").main(["--val-loss", train_assets["heldout"], "--model", str(export_dir),
+    assert evaluate.main(["val-loss", train_assets["heldout"], "--model", str(export_dir),
                                    "--batch-size", "4", "--out", str(report)]) == 0
-    via_cli = json.loads(report.read_text())["val_loss"]
+    via_cli = json.loads(report.read_text())
     assert via_cli["patch_nums"] == result["patch_nums"]
     assert {k: v for k, v in via_cli.items() if k.startswith(("loss", "acc"))} == pytest.approx(
         {k: v for k, v in result.items() if k.startswith(("loss", "acc"))})
@@ -123,27 +115,22 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
 
 def test_train_init_from_export_on_a_reduced_schedule(trained, train_assets, tmp_path):
     """Scale distillation's first step: shards re-pretokenized on 1,4,8 and a run started from the 1,2,4,8 export."""
-    import importlib.util as util
-
     from srdd_scale.export.checkpoints import read_model_state, resolve_checkpoint
     from srdd_scale.text import TextConfig, load_text_tokenizer
     from srdd_scale.tokenizer import load_tokenizer
 
-    spec = util.spec_from_file_location("train_helpers", ROOT / "tests" / "train" / "conftest.py")
-    helpers = util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
     _, export_dir = trained("ddp")
     reduced = (1, 4, 8)
     tokenizer = load_tokenizer(train_assets["tokenizer"], patch_nums=reduced)
     text_tokenizer = load_text_tokenizer(TextConfig(tokenizer=train_assets["spm"], max_length=16, vocab_size=96))
-    helpers._write_split(tmp_path / "train_148", "train", 16, tokenizer, text_tokenizer)
+    write_split(tmp_path / "train_148", "train", 16, tokenizer, text_tokenizer)
     output = tmp_path / "runs"
     # a vanishing learning rate: after one step the weights are still the remapped export's
-    overrides = helpers.base_overrides(train_assets, output, "ddp", **{
+    overrides = base_overrides(train_assets, output, "ddp", **{
         "tokenizer.patch_nums": "[1,4,8]", "data.train_path": str(tmp_path / "train_148"), "data.heldout_path": "",
         "train.init_from": str(export_dir), "train.total_steps": 1, "train.base_lr": 1e-12,
         "train.checkpoint_every": 1, "train.warmup_steps": 0})
-    helpers.launch_ok(overrides, tmp_path, world=1)
+    launch_ok(overrides, tmp_path, world=1)
     (run_dir,) = output.glob("run-*")
     full = SRDDPipeline.from_pretrained(export_dir).model
     expected = build_model(full.cfg, reduced, full.vocab_size, full.latent_dim, full.text_dim)

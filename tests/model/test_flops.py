@@ -2,20 +2,20 @@
 import pytest
 
 from srdd_scale.model import ModelConfig
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 from srdd_scale.model.flops import flops_per_image, parameter_counts
 from srdd_scale.model.masks import attention_pairs
 
 from .conftest import LATENT, PATCH_NUMS, TEXT_DIM, VOCAB, tiny_model
 
-VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
 
 @pytest.mark.parametrize("depth,published", [(16, 310e6), (20, 600e6), (24, 1.0e9), (30, 2.0e9)])
 def test_var_sizes_from_config(depth, published):
     """VAR's class-conditional model (no text, no scale embedding) = core + embeddings + head."""
     cfg = ModelConfig(depth=depth, cross_attn=False, scale_cond=False, num_classes=1000)
-    counts = parameter_counts(cfg, VAR_256, 4096, 32, None)
-    assert counts["core"] == pytest.approx(73728 * depth**3, rel=0.01)  # 18 d w^2 (srdd-method.md §7.2)
+    counts = parameter_counts(cfg, VAR_PATCH_NUMS_256, 4096, 32, None)
+    assert counts["core"] == pytest.approx(73728 * depth**3, rel=0.01)  # 18 d w^2 (docs/method.md §8.1)
     assert counts["total"] == pytest.approx(published, rel=0.035)
     assert counts["text"] == 0
 
@@ -30,11 +30,11 @@ def test_analytic_counts_equal_instantiated(overrides):
 def test_flops_follow_attention_pairs():
     cfg = ModelConfig(depth=16)
     dim = cfg.embed_dim
-    markovian = flops_per_image(cfg, VAR_256, "markovian", text_len=32)
-    causal = flops_per_image(cfg, VAR_256, "block_causal", text_len=32)
-    pair_gap = attention_pairs(VAR_256, "block_causal") - attention_pairs(VAR_256, "markovian")
+    markovian = flops_per_image(cfg, VAR_PATCH_NUMS_256, "markovian", text_len=32)
+    causal = flops_per_image(cfg, VAR_PATCH_NUMS_256, "block_causal", text_len=32)
+    pair_gap = attention_pairs(VAR_PATCH_NUMS_256, "block_causal") - attention_pairs(VAR_PATCH_NUMS_256, "markovian")
     assert causal - markovian == 3 * 2 * cfg.depth * 2 * pair_gap * dim  # fwd+bwd, 2 FLOPs/MAC, QK and AV
-    assert flops_per_image(cfg, VAR_256, "markovian", 32, training=False) == markovian / 3
+    assert flops_per_image(cfg, VAR_PATCH_NUMS_256, "markovian", 32, training=False) == markovian / 3
     # Linear layers dominate: about 6 * N * tokens for the training step.
-    core = parameter_counts(cfg, VAR_256)["core"]
+    core = parameter_counts(cfg, VAR_PATCH_NUMS_256)["core"]
     assert markovian == pytest.approx(6 * core * 680, rel=0.35)

@@ -19,7 +19,7 @@ def scale_slice(k):
 def test_attention_pairs_match_srdd_method_table():
     var = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     distilled = (1, 3, 5, 8, 13, 16)
-    # srdd-method.md §4.2
+    # docs/method.md §3.4
     assert attention_pairs(var, "block_causal") == 286_434
     assert attention_pairs(var, "markovian") == 110_468
     assert attention_pairs(distilled, "block_causal") == 186_738
@@ -148,15 +148,3 @@ def test_reduced_schedule_from_full_model_keeps_per_scale_function():
         torch.testing.assert_close(full(full_in, text)[:, -16:], reduced(reduced_in, text)[:, -16:])
     with pytest.raises(ValueError, match=r"not found: \[5\]"):
         state_dict_for_schedule(full.state_dict(), PATCH_NUMS, (1, 2, 5))
-
-
-def test_optimizer_groups_follow_var_weight_decay_rules():
-    model = tiny_model()
-    decay, no_decay = model.optimizer_groups(0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    decayed = {names[id(p)] for p in decay["params"]}
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert "blocks.0.attn.qkv.weight" in decayed and "head.out.weight" in decayed
-    assert not decayed & {"pos_embed", "pos_start", "lvl_embed.weight", "scale_embed.weight",
-                          "blocks.0.attn.scale_mul", "blocks.0.attn.q_bias", "null_cond"}
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

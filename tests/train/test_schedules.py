@@ -16,7 +16,7 @@ def cfg(**kw) -> TrainConfig:
 
 
 def test_var_linear_lr_rule():
-    assert peak_lr(BASE) == pytest.approx(3e-4)  # srdd-method.md §7.3: bs 768 -> 3e-4
+    assert peak_lr(BASE) == pytest.approx(3e-4)  # docs/method.md §8.2: bs 768 -> 3e-4
     assert peak_lr(cfg(scale_lr_with_batch=False)) == pytest.approx(1e-4)
     assert lr_at(BASE, 10) == pytest.approx(3e-4)
 

@@ -61,7 +61,7 @@ def test_checkpoint_discovery_ignores_incomplete_and_prunes(tmp_path):
             ckpt.mark_complete(folder, ckpt.CheckpointMeta(step=step, **meta))
     assert [s for s, _ in ckpt.complete_checkpoints(tmp_path)] == [2, 4, 6]
     assert ckpt.read_meta(ckpt.step_dir(tmp_path, 6)).step == 6
-    ckpt.prune(tmp_path, keep_last=2)
+    ckpt.prune(tmp_path, keep_last=2, verified=ckpt.step_dir(tmp_path, 6))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000004", "step_00000006", "step_00000008"]
 
 
@@ -90,15 +90,12 @@ def test_ranks_come_from_torchrun_else_slurm(monkeypatch):
 
 
 def test_deepspeed_json_is_derived_from_our_config():
-    from srdd_scale.train.backends.base import Backend
     from srdd_scale.train.backends.deepspeed import deepspeed_config
-    from srdd_scale.utils.dist import DistEnv
 
     train = TrainConfig(global_batch_size=64, grad_clip=1.5, precision="bf16")
     parallel = ParallelConfig(backend="deepspeed", zero_stage=3, micro_batch_size=4, offload_optimizer=True,
                               offload_params=True)
-    backend = Backend(DistEnv(0, 2, 0, 2), torch.device("cpu"), train, parallel, plan_batch(train, parallel, 2))
-    ds = deepspeed_config(backend)
+    ds = deepspeed_config(train, parallel, plan_batch(train, parallel, 2), torch.device("cpu"))
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (
         64, 4, 8)
     assert ds["gradient_clipping"] == 1.5 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]

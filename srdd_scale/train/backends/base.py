@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from srdd_scale.train.backends import dcp as dcp_checkpoint
 from srdd_scale.train.config import ParallelConfig, TrainConfig
+from srdd_scale.train.optim import build_optimizer, no_decay_names
 from srdd_scale.utils.dist import DistEnv
 
 
@@ -42,17 +44,43 @@ def plan_batch(train: TrainConfig, parallel: ParallelConfig, world_size: int) ->
 class Backend:
     """One data-parallel strategy. ``model`` is what the loop calls forward on; ``module`` is the plain model.
 
+    Construction is the same for every backend (``__init__``): check the config, note the no-decay names on the
+    unwrapped model, place it on the device, apply the per-block wrappers, then ``wrap`` (the one step a backend
+    writes) shards or replicates it and creates the optimizer over what it made.
+
     The loop drives: ``micro_step_context`` around each micro-batch's forward+backward, ``backward`` per
     micro-batch, then ``step`` (clip + update) or ``discard_step`` once per optimizer step.
     """
 
     name: str
+    checkpoint_format = "dcp"  # resumes checkpoints of this family, whichever backend of it wrote them
     model: nn.Module
     optimizer: torch.optim.Optimizer
 
-    def __init__(self, env: DistEnv, device: torch.device, train: TrainConfig, parallel: ParallelConfig,
-                 plan: BatchPlan):
+    def __init__(self, model: nn.Module, lr: float, env: DistEnv, device: torch.device, train: TrainConfig,
+                 parallel: ParallelConfig, plan: BatchPlan, run_dir: Path):
         self.env, self.device, self.train_cfg, self.parallel_cfg, self.plan = env, device, train, parallel, plan
+        self.run_dir = Path(run_dir)
+        self.check_config()
+        no_decay = no_decay_names(model)
+        if not is_on_meta(model) and next(model.parameters()).device != self.device:
+            model.to(self.device)  # a meta-built model stays on meta: ``wrap`` materialises it
+        apply_block_wrappers(model, train)
+        self.model, self.optimizer = self.wrap(model, lambda: build_optimizer(model, train, no_decay, lr))
+
+    @classmethod
+    def construction(cls, parallel: ParallelConfig) -> contextlib.AbstractContextManager:
+        """Context the model is built in: plain here (every rank builds it whole); a backend that creates only
+        its shards builds it without storage."""
+        return contextlib.nullcontext()
+
+    def check_config(self) -> None:
+        """Raise a ConfigError for settings this backend cannot honour (before any work is done)."""
+
+    def wrap(self, model: nn.Module, new_optimizer: Callable[[], torch.optim.Optimizer]
+             ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Parallelise the prepared ``model``; ``new_optimizer()`` builds AdamW over its parameters as they are."""
+        raise NotImplementedError
 
     @property
     def module(self) -> nn.Module:
@@ -65,20 +93,36 @@ class Backend:
         raise NotImplementedError
 
     def step(self) -> float:
-        """Clip, update, zero gradients; returns the pre-clip global grad norm."""
+        """Clip, update, zero gradients; returns the pre-clip global grad norm. A non-finite norm is never
+        applied: the update is dropped and the norm returned as it is, for the trainer to count the skip."""
         raise NotImplementedError
+
+    def clip_grad_norm(self, parameters) -> float:
+        """Clip to ``train.grad_clip`` (0: no clipping); the global pre-clip norm (a sharded one is gathered)."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.train_cfg.grad_clip or float("inf"))
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        return float(grad_norm)
 
     def discard_step(self) -> None:
         """Drop the accumulated gradients of a step that saw a non-finite loss."""
         raise NotImplementedError
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
-        """Collective: write model + optimizer (+ ``extra`` tensors/values such as EMA) under ``folder``."""
-        raise NotImplementedError
+        """Collective: write model + optimizer (+ ``extra`` tensors/values such as EMA) under ``folder``.
+
+        The default is the DCP family (backends/dcp.py), which DDP and FSDP share, so either resumes the other.
+        """
+        dcp_checkpoint.save(self.model, self.optimizer, folder, extra)
 
     def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
         """Collective: restore model + optimizer from ``folder``; returns ``extra`` filled in."""
-        raise NotImplementedError
+        return dcp_checkpoint.load(self.model, self.optimizer, folder, extra_template)
+
+    @staticmethod
+    def read_weights(folder: Path, ema: bool) -> dict[str, torch.Tensor]:
+        """Offline (one process, no ranks): the model's or EMA's weights from checkpoint ``folder``, for export."""
+        return dcp_checkpoint.read_weights(folder, ema)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Collective: the plain model's full fp32 state dict on rank 0 (an empty dict elsewhere)."""
@@ -87,6 +131,11 @@ class Backend:
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+
+def is_on_meta(model: nn.Module) -> bool:
+    """Whether ``model`` was built on the meta device (parameters without storage, to be materialised)."""
+    return any(param.is_meta for param in model.parameters())
 
 
 def apply_block_wrappers(model: nn.Module, train: TrainConfig) -> None:

@@ -1,44 +1,56 @@
-"""FSDP2: ``fully_shard`` on every block and on the root; checkpoints are sharded torch.distributed.checkpoint.
-
-DCP stores each tensor with its global shape, so a checkpoint written by N ranks loads on M ranks.
-"""
+"""FSDP2: ``fully_shard`` on every block and on the root; checkpoints are the DCP family's (backends/dcp.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import math
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from srdd_scale.config import ConfigError
-from srdd_scale.train.backends.base import Backend, apply_block_wrappers
-from srdd_scale.train.optim import build_optimizer, no_decay_names
+from srdd_scale.model.transformer import deferred_init
+from srdd_scale.train.backends.base import Backend, is_on_meta
+from srdd_scale.train.optim import plain_name
 
-DCP_FOLDER = "dcp"
+
+@torch.no_grad()
+def materialise_shards(model: nn.Module, device: torch.device) -> None:
+    """Storage for this rank's shards only, each filled with its slice of the parameter's full initial value.
+
+    ``initial_parameter`` draws every parameter from its own (seed, name) generator, so the slices equal the
+    single-process init of the same seed bit for bit; one full parameter exists at a time, never the model.
+    """
+    model.to_empty(device=device)
+    for name, param in model.named_parameters():
+        full = model.initial_parameter(plain_name(name)).to(device)
+        if isinstance(param, DTensor):
+            full = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+        param.copy_(full)
+    model.reset_buffers()
 
 
 class FSDPBackend(Backend):
     name = "fsdp"
 
-    def __init__(self, model: nn.Module, lr: float, *args):
-        super().__init__(*args)
+    @classmethod
+    def construction(cls, parallel) -> contextlib.AbstractContextManager:
+        """On ``meta`` with init deferred: ``wrap`` shards it, then materialises and initialises the shards."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.device("meta"))
+        stack.enter_context(deferred_init())
+        return stack
+
+    def check_config(self) -> None:
         if self.train_cfg.precision == "fp16":
             raise ConfigError("train.precision: got 'fp16' with parallel.backend='fsdp', expected 'bf16' or "
                               "'fp32' (FSDP2 has no sharded loss scaler here; use bf16)")
-        no_decay = no_decay_names(model)
-        model.to(self.device)
-        apply_block_wrappers(model, self.train_cfg)
+
+    def wrap(self, model, new_optimizer):
         # bf16 compute and all-gather, fp32 gradient reduction (fp32 master weights stay in the shards)
         bf16 = self.train_cfg.precision == "bf16"
         shard_kwargs: dict[str, Any] = {
@@ -51,8 +63,13 @@ class FSDPBackend(Backend):
         for block in model.blocks:
             fully_shard(block, **shard_kwargs)
         fully_shard(model, **shard_kwargs)
-        self.model = model
-        self.optimizer = build_optimizer(model, self.train_cfg, no_decay, lr)
+        if is_on_meta(model):
+            self.materialise(model)
+        return model, new_optimizer()
+
+    def materialise(self, model: nn.Module) -> None:
+        """Give a meta-built, sharded model its storage and initial values (the layout planner gives fake ones)."""
+        materialise_shards(model, self.device)
 
     @property
     def module(self) -> nn.Module:
@@ -67,34 +84,14 @@ class FSDPBackend(Backend):
         (loss / self.plan.grad_accum_steps).backward()
 
     def step(self) -> float:
-        max_norm = self.train_cfg.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
+        grad_norm = self.clip_grad_norm(self.model.parameters())
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return grad_norm
 
     def discard_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-
-    def _state(self, extra: dict[str, Any]) -> dict[str, Any]:
-        model_state, optim_state = get_state_dict(self.model, self.optimizer)
-        return {"model": model_state, "optimizer": optim_state, "extra": extra}
-
-    def save(self, folder: Path, extra: dict[str, Any]) -> None:
-        dcp.save(self._state(extra), checkpoint_id=str(Path(folder) / DCP_FOLDER))
-        dist.barrier()
-
-    def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
-        state = self._state(extra_template)
-        try:
-            dcp.load(state, checkpoint_id=str(Path(folder) / DCP_FOLDER))
-        except CheckpointException as err:  # a BaseException: turn it into an ordinary, catchable error
-            raise RuntimeError(f"cannot read the DCP checkpoint in {folder}: {err}") from None
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
-        return state["extra"]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from srdd_scale.train.trainer import Trainer
+from srdd_scale.train.state import TrainState
 
 
 @dataclass
@@ -20,13 +19,16 @@ class StepReport:
 
 
 class Callback:
-    """Hooks run on every rank in list order; a callback that only writes checks ``trainer.env.is_main``."""
+    """Hooks run on every rank in list order; a callback that only writes checks ``state.env.is_main``."""
 
-    def on_train_start(self, trainer: "Trainer") -> None:
+    def on_train_start(self, state: TrainState) -> None:
         pass
 
-    def on_step_end(self, trainer: "Trainer", report: StepReport) -> None:
+    def on_step_end(self, state: TrainState, report: StepReport) -> None:
         pass
 
-    def on_train_end(self, trainer: "Trainer", summary: dict[str, Any]) -> None:
+    def on_step_done(self, state: TrainState) -> None:
+        """After the step's checkpoint (if any): nothing of this step is left to time or report."""
+
+    def on_train_end(self, state: TrainState, summary: dict[str, Any]) -> None:
         pass

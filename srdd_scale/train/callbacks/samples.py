@@ -9,18 +9,19 @@ from __future__ import annotations
 import torch
 
 from srdd_scale.train.callbacks.base import Callback, StepReport
+from srdd_scale.train.state import TrainState
 
 
 class SampleGrid(Callback):
     """Every ``train.sample_every`` steps: one image per fixed prompt (or class), same noise each time."""
 
-    def on_train_start(self, trainer) -> None:
-        cfg = trainer.cfg
-        self.enabled = bool(cfg.train.sample_every) and trainer.env.is_main
+    def on_train_start(self, state: TrainState) -> None:
+        cfg = state.cfg
+        self.enabled = bool(cfg.train.sample_every) and state.env.is_main
         if not self.enabled:
             return
         self.text_ids = self.text_mask = self.class_ids = None
-        if trainer.task.text_encoder is not None:
+        if state.task.text_encoder is not None:
             from srdd_scale.text import load_text_tokenizer, pad_text_ids
 
             text_tokenizer = load_text_tokenizer(cfg.text)
@@ -29,27 +30,27 @@ class SampleGrid(Callback):
         if cfg.model.num_classes > 0:
             self.class_ids = torch.tensor(cfg.train.sample_class_ids or range(cfg.model.num_classes)[:4])
 
-    def on_step_end(self, trainer, report: StepReport) -> None:
-        every = trainer.cfg.train.sample_every
-        if not every or (report.step % every and report.step != trainer.cfg.train.total_steps):
+    def on_step_end(self, state: TrainState, report: StepReport) -> None:
+        every = state.cfg.train.sample_every
+        if not every or (report.step % every and report.step != state.cfg.train.total_steps):
             return
-        state = trainer.backend.full_state_dict()  # collective: every rank takes part
+        weights = state.backend.full_state_dict()  # collective: every rank takes part
         if not self.enabled:
             return
-        with trainer.rng_isolated():
-            report.media["samples"] = str(self._sample_to_png(trainer, state, report.step))
+        with state.rng_isolated():
+            report.media["samples"] = str(self._sample_to_png(state, weights, report.step))
         report.log = True
 
     @torch.no_grad()
-    def _sample_to_png(self, trainer, state: dict[str, torch.Tensor], step: int):
+    def _sample_to_png(self, state: TrainState, weights: dict[str, torch.Tensor], step: int):
         from torchvision.utils import save_image
 
         from srdd_scale.model import SamplingConfig
         from srdd_scale.model.sampler import sample
 
-        device, task = trainer.device, trainer.task
+        device, task = state.device, state.task
         model = task.build_model().to(device)
-        model.load_state_dict(state)
+        model.load_state_dict(weights)
         model.eval()
         kwargs = {"text_states": None, "text_mask": None, "class_ids": None}
         if self.text_ids is not None:
@@ -57,9 +58,9 @@ class SampleGrid(Callback):
             kwargs["text_states"] = task.text_encoder(self.text_ids.to(device), kwargs["text_mask"])
         if self.class_ids is not None:
             kwargs["class_ids"] = self.class_ids.to(device)
-        generator = torch.Generator(device).manual_seed(trainer.cfg.train.seed)
+        generator = torch.Generator(device).manual_seed(state.cfg.train.seed)
         indices = sample(model, task.tokenizer, cfg=SamplingConfig(), generator=generator, **kwargs)
         images = task.tokenizer.decode(indices).float().clamp(-1, 1)
-        path = trainer.run_dir / "samples" / f"step_{step:08d}.png"
+        path = state.run_dir / "samples" / f"step_{step:08d}.png"
         save_image((images + 1) / 2, path, nrow=min(8, images.shape[0]))
         return path

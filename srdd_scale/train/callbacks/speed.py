@@ -9,28 +9,8 @@ import torch
 
 from srdd_scale.model.flops import flops_per_image
 from srdd_scale.train.callbacks.base import Callback, StepReport
-
-# Dense peak FLOP/s per device (vendor datasheets, no sparsity), by autocast dtype. Override: logging.peak_flops.
-PEAK_FLOPS = {
-    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-    "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
-    "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 31.2e12},
-}
-# Nominal CPU core: 2 AVX-512 FMA units x 16 fp32 lanes x 2 FLOP x 2.5 GHz (a rough guide, not a datasheet).
-CPU_CORE_PEAK_FLOPS = 160e9
-
-
-def device_peak_flops(device: torch.device, precision: str) -> float:
-    """Peak FLOP/s of one device from the table; CPU: nominal per-core figure x this process's threads."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peaks in PEAK_FLOPS.items():
-            if key in name:
-                return peaks[precision]
-        raise KeyError(f"no peak FLOP/s known for GPU {name!r}: set logging.peak_flops (FLOP/s per device)")
-    return CPU_CORE_PEAK_FLOPS * torch.get_num_threads()
+from srdd_scale.train.callbacks.hardware import device_peak_flops
+from srdd_scale.train.state import TrainState
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -42,30 +22,31 @@ def peak_memory_gib(device: torch.device) -> float:
 class SpeedMonitor(Callback):
     """Adds ``perf/*`` metrics measured over the wall time between consecutive steps."""
 
-    def on_train_start(self, trainer) -> None:
-        cfg = trainer.cfg
+    def on_train_start(self, state: TrainState) -> None:
+        cfg = state.cfg
         self.flops_per_image = flops_per_image(
-            cfg.model, trainer.task.patch_nums, cfg.model.mask, cfg.text.max_length, training=True,
-            vocab_size=trainer.task.tokenizer.vocab_size, latent_dim=trainer.task.tokenizer.latent_dim,
-            text_dim=trainer.task.text_dim,
+            cfg.model, state.task.patch_nums, cfg.model.mask, cfg.text.max_length, training=True,
+            vocab_size=state.task.tokenizer.vocab_size, latent_dim=state.task.tokenizer.latent_dim,
+            text_dim=state.task.text_dim,
         )
-        peak = cfg.logging.peak_flops or device_peak_flops(trainer.device, cfg.train.precision)
-        self.cluster_peak = peak * trainer.env.world_size
+        peak = cfg.logging.peak_flops or device_peak_flops(state.device, cfg.train.precision)
+        self.cluster_peak = peak * state.env.world_size if peak else None  # None: unknown device, no MFU
         self.images_per_step = cfg.train.global_batch_size
         self.last_time = time.perf_counter()
 
-    def on_step_end(self, trainer, report: StepReport) -> None:
+    def on_step_end(self, state: TrainState, report: StepReport) -> None:
         now = time.perf_counter()
         seconds, self.last_time = now - self.last_time, now
         images_per_s = self.images_per_step / seconds
         report.metrics.update({
             "perf/step_seconds": seconds,
             "perf/images_per_s": images_per_s,
-            "perf/tokens_per_s": images_per_s * trainer.task.tokens_per_image,
-            "perf/mfu": images_per_s * self.flops_per_image / self.cluster_peak,
-            "perf/peak_memory_gib": peak_memory_gib(trainer.device),
+            "perf/tokens_per_s": images_per_s * state.task.tokens_per_image,
+            "perf/peak_memory_gib": peak_memory_gib(state.device),
         })
+        if self.cluster_peak:
+            report.metrics["perf/mfu"] = images_per_s * self.flops_per_image / self.cluster_peak
 
-    def reset_clock(self) -> None:
+    def on_step_done(self, state: TrainState) -> None:
         """Exclude eval/sampling/checkpoint time from the next step's throughput."""
         self.last_time = time.perf_counter()
