@@ -109,7 +109,8 @@ def test_missing_caption_tokenizer_says_how_to_get_one(tmp_path, monkeypatch, im
     (corpus / "0.txt").write_text("a red circle")
     checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
     with pytest.raises(SystemExit) as exit_info:
-        pretokenize.main(["--input", str(corpus), "--output", str(tmp_path / "out"), f"tokenizer.checkpoint={checkpoint}"])
+        pretokenize.main(["--input", str(corpus), "--output", str(tmp_path / "out"),
+                          f"tokenizer.checkpoint={checkpoint}"])
     message = str(exit_info.value.code)
     assert f"tools/train_text_tokenizer.py --input {corpus} --output" in message and "text.tokenizer=minilm" in message
 
