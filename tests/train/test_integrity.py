@@ -19,6 +19,7 @@ from srdd_scale.config import load_config
 from srdd_scale.train import checkpoint as ckpt
 from srdd_scale.train.callbacks import read_metrics
 from srdd_scale.train.trainer import FAILURE_EXIT_CODE, run
+from tests.helpers.training import Ranks, base_overrides, launch_ok, only_run_dir
 
 
 class Payload:
@@ -43,18 +44,18 @@ def one_rank_env(monkeypatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def one_rank_config(assets, trainer_launch, out: Path, backend: str, **extra):
+def one_rank_config(assets, out: Path, backend: str, **extra):
     """4 steps of one micro-batch of 8, a checkpoint every 2 steps."""
     values = {"train.total_steps": 4, "train.checkpoint_every": 2, "train.eval_every": 0,
               "parallel.micro_batch_size": 8, **extra}
-    return load_config([], trainer_launch.base_overrides(assets, out, backend, **values))
+    return load_config([].base_overrides(assets, out, backend, **values))
 
 
-def one_rank_run(monkeypatch, assets, trainer_launch, out: Path, backend: str, stop: int | None = None, **extra):
+def one_rank_run(monkeypatch, assets, out: Path, backend: str, stop: int | None = None, **extra):
     """Train in this process; returns (summary, run_dir)."""
     one_rank_env(monkeypatch)
-    summary = run(one_rank_config(assets, trainer_launch, out, backend, **extra), stop_at_step=stop)
-    return summary, trainer_launch.only_run_dir(out)
+    summary = run(one_rank_config(assets, out, backend, **extra), stop_at_step=stop)
+    return summary.only_run_dir(out)
 
 
 def rehash(folder: Path) -> None:
@@ -139,19 +140,20 @@ def test_dcp_metadata_and_rank_state_refuse_planted_pickles(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 3])
-def test_deepspeed_files_refuse_planted_pickles_on_resume_and_export(stage, train_assets, run_tmp, trainer_launch):
+def test_deepspeed_files_refuse_planted_pickles_on_resume_and_export(stage, train_assets, run_tmp):
     """ZeRO-1/2 keep one model-states file, ZeRO-3 one per rank: both are read with weights_only=True. DeepSpeed
     keeps process-wide state, so each run is its own process."""
     from srdd_scale.export.checkpoints import read_model_state
     from srdd_scale.train.backends.deepspeed import DS_FOLDER, DS_TAG, DeepSpeedBackend
     from srdd_scale.train.safe_load import UnsafePickleError
 
-    overrides = trainer_launch.base_overrides(train_assets, run_tmp / "out", "deepspeed", **{
+    overrides = base_overrides(train_assets, run_tmp / "out", "deepspeed", **{
         "parallel.zero_stage": stage, "train.total_steps": 4, "train.checkpoint_every": 2, "train.eval_every": 0,
         "parallel.micro_batch_size": 8})
-    trainer_launch.launch_ok(overrides, run_tmp, world=1, args=("--stop-at-step", "2"))
-    folder = ckpt.complete_checkpoints(trainer_launch.only_run_dir(run_tmp / "out") / "checkpoints")[-1][1]
+    launch_ok(overrides, run_tmp, world=1, args=("--stop-at-step", "2"))
+    folder = ckpt.complete_checkpoints(only_run_dir(run_tmp / "out") / "checkpoints")[-1][1]
     template = DeepSpeedBackend.read_weights(folder, ema=False)  # the clean folder reads, weights-only
     assert template and all(torch.isfinite(v).all() for v in template.values())
     marker = run_tmp / "marker"
@@ -161,16 +163,16 @@ def test_deepspeed_files_refuse_planted_pickles_on_resume_and_export(stage, trai
     rehash(folder)
     with pytest.raises(UnsafePickleError, match="refused to unpickle .*GLOBAL posix.system"):
         read_model_state(folder, template)
-    ranks = trainer_launch.Ranks(overrides, run_tmp, world=1)
+    ranks = Ranks(overrides, run_tmp, world=1)
     assert ranks.wait() == [FAILURE_EXIT_CODE], ranks.output()
     assert "refused to unpickle" in ranks.output() and "Refusing to resume" in ranks.output()
     assert not marker.exists()
 
 
-def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one(monkeypatch, train_assets, run_tmp,
-                                                                                 trainer_launch):
+@pytest.mark.slow
+def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one(monkeypatch, train_assets, run_tmp):
     out = run_tmp / "out"
-    summary, run_dir = one_rank_run(monkeypatch, train_assets, trainer_launch, out, "fsdp", stop=4)
+    summary, run_dir = one_rank_run(monkeypatch, train_assets, out, "fsdp", stop=4)
     assert summary["exit_code"] == 0
     (step2, older), (step4, newest) = ckpt.complete_checkpoints(run_dir / "checkpoints")
     # bit rot in the newest: resume names the file, falls back to step 2 and trains on to 4 again
@@ -179,7 +181,7 @@ def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one
     data[len(data) // 2] ^= 0xFF
     distcp.write_bytes(bytes(data))
     (run_dir / "metrics.jsonl").unlink()
-    summary, _ = one_rank_run(monkeypatch, train_assets, trainer_launch, out, "fsdp", stop=4)
+    summary, _ = one_rank_run(monkeypatch, train_assets, out, "fsdp", stop=4)
     assert summary["exit_code"] == 0 and summary["start_step"] == 2
     assert [r["step"] for r in read_metrics(run_dir)] == [3, 4]
     # a hostile colleague plants a payload and rewrites the hashes: refused, never executed, no fallback
@@ -187,7 +189,7 @@ def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one
     newest = ckpt.complete_checkpoints(run_dir / "checkpoints")[-1][1]
     (newest / "dcp" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     rehash(newest)
-    summary, _ = one_rank_run(monkeypatch, train_assets, trainer_launch, out, "fsdp", stop=4)
+    summary, _ = one_rank_run(monkeypatch, train_assets, out, "fsdp", stop=4)
     assert summary["exit_code"] == FAILURE_EXIT_CODE, summary
     assert "refers to posix.system" in summary["error"] and "Refusing to resume" in summary["error"]
     assert not marker.exists()
@@ -196,8 +198,9 @@ def test_resume_refuses_a_planted_dcp_metadata_and_falls_back_over_a_damaged_one
 # ------------------------------------------------------------------------------------------ divergence guard
 
 
-def test_divergence_guard_stops_with_the_failure_code(monkeypatch, train_assets, run_tmp, trainer_launch, caplog):
-    summary, run_dir = one_rank_run(monkeypatch, train_assets, trainer_launch, run_tmp / "out", "ddp", **{
+@pytest.mark.slow
+def test_divergence_guard_stops_with_the_failure_code(monkeypatch, train_assets, run_tmp, caplog):
+    summary, run_dir = one_rank_run(monkeypatch, train_assets, run_tmp / "out", "ddp", **{
         "train.base_lr": 1e9, "train.warmup_steps": 0, "train.total_steps": 40, "train.max_consecutive_skips": 3,
         "train.max_skip_fraction": 1.0, "train.non_finite": "skip"})
     assert summary["exit_code"] == FAILURE_EXIT_CODE
@@ -211,14 +214,15 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ddp", "fsdp"])
-def test_non_finite_grad_norm_is_never_applied(backend, monkeypatch, train_assets, run_tmp, trainer_launch):
+def test_non_finite_grad_norm_is_never_applied(backend, monkeypatch, train_assets, run_tmp):
     """A finite loss whose gradients hold an inf: the update is dropped and counted, the weights stay as they were."""
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
     one_rank_env(monkeypatch)
-    cfg = one_rank_config(train_assets, trainer_launch, run_tmp / "out", backend)
+    cfg = one_rank_config(train_assets, run_tmp / "out", backend)
     env = init_distributed()
     try:
         trainer = Trainer(cfg, env, device_for(env))
@@ -240,7 +244,8 @@ def test_non_finite_grad_norm_is_never_applied(backend, monkeypatch, train_asset
         destroy_distributed()
 
 
-def test_loss_spike_rolls_back_and_skips_the_window(monkeypatch, train_assets, run_tmp, trainer_launch):
+@pytest.mark.slow
+def test_loss_spike_rolls_back_and_skips_the_window(monkeypatch, train_assets, run_tmp):
     """Inject a 100x loss at step 5 of 8: the run reloads step 4, skips step 5's batches and finishes."""
     from srdd_scale.train.task import SRDDTask
 
@@ -253,7 +258,7 @@ def test_loss_spike_rolls_back_and_skips_the_window(monkeypatch, train_assets, r
         return (loss * 100 if calls["n"] == 5 else loss), metrics  # one micro-batch per step: step 5
 
     monkeypatch.setattr(SRDDTask, "loss", spiking_loss)
-    summary, run_dir = one_rank_run(monkeypatch, train_assets, trainer_launch, run_tmp / "out", "ddp", **{
+    summary, run_dir = one_rank_run(monkeypatch, train_assets, run_tmp / "out", "ddp", **{
         "train.total_steps": 8, "train.loss_spike_factor": 5.0, "train.loss_spike_window": 3})
     assert summary["exit_code"] == 0 and summary["step"] == 8
     records = read_metrics(run_dir)
@@ -271,14 +276,14 @@ def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
-def test_full_disk_and_read_only_checkpoint_folder_stop_with_one_line(monkeypatch, train_assets, run_tmp,
-                                                                     trainer_launch):
+@pytest.mark.slow
+def test_full_disk_and_read_only_checkpoint_folder_stop_with_one_line(monkeypatch, train_assets, run_tmp):
     """The checkpoints live on a small tmpfs: filled up, then remounted read-only. Each save fails with the path
     and the remedy, step 2 stays verified, nothing is pruned."""
     from srdd_scale.utils.rundir import run_dir_for
 
     one_rank_env(monkeypatch)
-    cfg = one_rank_config(train_assets, trainer_launch, run_tmp / "out", "ddp")
+    cfg = one_rank_config(train_assets, run_tmp / "out", "ddp")
     root = run_dir_for(cfg, run_tmp / "out") / "checkpoints"
     root.mkdir(parents=True)
     if not _mount("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)):
