@@ -40,7 +40,7 @@ def toy_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_quickstart_runs_end_to_end_and_resumes(toy_run, tmp_path):
     out, first = toy_run
     summary = json.loads((out / "summary.json").read_text())
@@ -76,7 +76,7 @@ def test_quickstart_runs_end_to_end_and_resumes(toy_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_same_seed_gives_identical_files_whatever_the_environment_threads(toy_run, tmp_path):
     """Step budgets and a fixed compute layout: a run under OMP_NUM_THREADS=2 writes the first run's bytes."""
     out, _ = toy_run

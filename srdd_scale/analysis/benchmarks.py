@@ -97,6 +97,26 @@ ROWS: dict[str, Callable[[dict], list[tuple[str, str, str]]]] = {
 }
 
 
+# Kept at the end of docs/benchmarks.md by every bench_all run: where the one-GPU figures go once measured.
+GPU_CHECK_SECTION = """## One-GPU check
+
+`python tools/gpu_check.py --out benchmarks/results/<date>-gpu_check.json` (`srdd-gpu-check`; under 8 minutes on
+one H100/H200; `--device cpu --tiny` runs the same code on CPU) writes one JSON with: bf16 train steps at d16 and
+d24, markovian vs block_causal, regional compile off/on (tokens/s, MFU, peak memory); forward/backward equality of
+the attention paths; sampling latency and peak memory at d16 and d30, batch 32, markovian (no KV cache) vs
+block_causal (KV cache); the layout planner's peak against the measured one on that GPU.
+
+No GPU has been lent to this project yet, so no figures: fill this table from the JSON when one is.
+
+| check | setting | metric | value (GPU, date) |
+|---|---|---|---|
+| train | d16 / d24, markovian / block_causal, compile off / on, bf16 | tokens/s, MFU, peak GiB | not measured |
+| attention | markovian, markovian_prev, block_causal: each path vs the SDPA reference | max abs diff fwd / bwd | not measured |
+| sample | d16 / d30, batch 32, markovian vs block_causal | s/batch, peak GiB | not measured |
+| planner | d16, 1 GPU, activation checkpointing | planned / measured peak GiB | not measured |
+"""  # noqa: E501 (markdown table rows cannot wrap)
+
+
 def render_markdown(collected: dict) -> str:
     """The table of one bench_all run (docs/benchmarks.md), with where and on what it ran."""
     prov = collected["provenance"]
@@ -127,4 +147,4 @@ def render_markdown(collected: dict) -> str:
         + f"; total {collected['total_seconds']:.0f} s.", ""]
     lines += ["What each measures:", ""] + [f"* **{b.name}** (`tools/{b.tool}.py`): {b.what}." for b in BENCHES
                                            if b.name in collected["benches"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + GPU_CHECK_SECTION

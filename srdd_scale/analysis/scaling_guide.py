@@ -139,8 +139,33 @@ def _m(n: float) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
-def render_markdown(guide: dict) -> str:
-    """docs/scaling_guide.md from the guide dict."""
+def _planned_memory_section(layout_plan: dict) -> list[str]:
+    from srdd_scale.analysis.layout_plan import render_plan_table
+
+    cells = sorted(layout_plan["cells"], key=lambda c: (c["patch_nums"][-1], c["depth"], c["world_size"]))
+    return [
+        "", "## Memory per GPU under FSDP2 full sharding (planned)", "",
+        "From `srdd-plan-layout --grid` (docs/layout_plan.json): the real model built on `meta`, wrapped by the "
+        "project's FSDPBackend (bf16 params, fp32 reduction, activation checkpointing, `fully_shard` per block and "
+        "root) under torch's fake process group, one steady-state forward + backward + AdamW step of a micro-batch "
+        "(global batch / ranks, at least 1) on fake tensors under torch's `FSDPMemTracker`; attention through a "
+        "fused kernel as on a GPU. GiB per rank at the step's peak. Each schedule is planned at one world size; "
+        "cells marked * rescale that plan (sharded parameters, gradients and optimizer state x planned ranks / "
+        "ranks; activations by the planned memory per image). `max micro-batch` fits "
+        f"{layout_plan['gpu_memory_gib']:.0f} GiB (activations / micro-batch per image: an upper bound). Validated "
+        "against a real 2-rank FSDP2 step on CPU (tests/train/test_layout_plan.py: within 15%). DeepSpeed's column "
+        "is its own ZeRO-3 model-state estimate (`estimate_zero3_model_states_mem_needs`, no offload), which counts "
+        "no activations.", "",
+        render_plan_table(cells), "",
+        "### Memory model", "",
+        "Not counted: CUDA context and allocator fragmentation (budget ~10%), the frozen text encoder, the image "
+        "tokenizer's codebook and the data loader.",
+    ]
+
+
+def render_markdown(guide: dict, layout_plan: dict | None = None) -> str:
+    """docs/scaling_guide.md from the guide dict; the memory section from the layout planner's grid when given
+    (else from the formula in MEMORY_MODEL)."""
     s, rows = guide["settings"], guide["rows"]
     masks = list(rows[0]["flops_per_image_train"])
     tokens = sum(p * p for p in s["patch_nums"])
@@ -171,6 +196,8 @@ def render_markdown(guide: dict) -> str:
     for r in rows:
         rec = r["recipe"]
         out.append(f"| d{r['depth']} | {rec['global_batch']} | {rec['tblr']:.0e} | {rec['peak_lr']:.1e} |")
+    if layout_plan is not None:
+        return "\n".join(out + _planned_memory_section(layout_plan))
     out += ["", "## Memory per GPU under ZeRO-3 / FSDP full sharding", "",
             "Computed, not measured (formula below). Micro-batch = global batch / GPUs; GiB per GPU. "
             "`AC` = per-block activation checkpointing (`train.activation_checkpointing=true`). "

@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=non_negative_int, default=3 if cuda else 1)
     parser.add_argument("--sample-depth", type=positive_int, default=None,
                         help="depth for the sampling bench (default: last)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block of the training bench")
     parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_model-<utc time>.json)")
     parser.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: one 'kind:depth:mask' (CPU)
     return parser.parse_args(argv)
@@ -71,6 +72,9 @@ def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:
     torch.manual_seed(0)
     model = build_model(ModelConfig(depth=depth, mask=mask), args.patch_nums, args.vocab_size,
                         tokenizer.latent_dim, args.text_dim).to(device).train()
+    if args.compile:
+        for block in model.blocks:
+            block.compile()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     seq_len = sum(p * p for p in args.patch_nums)
     codes = torch.randint(0, args.vocab_size, (args.batch_size, seq_len), device=device)
@@ -92,7 +96,8 @@ def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:
     flops = flops_per_image(model.cfg, args.patch_nums, mask, args.text_len, True, args.vocab_size,
                             tokenizer.latent_dim, args.text_dim)
     return {
-        "kind": "train", "depth": depth, "mask": mask, "params": sum(p.numel() for p in model.parameters()),
+        "kind": "train", "depth": depth, "mask": mask, "compile": args.compile,
+        "params": sum(p.numel() for p in model.parameters()),
         "tokens_per_s": args.batch_size * seq_len / step_s,
         "step_s": step_s, "tflops_per_s": flops * args.batch_size / step_s / 1e12,
     }

@@ -367,6 +367,28 @@ def write_doc_section(doc: Path, label: str, table: str) -> None:
     doc.write_text(text)
 
 
+def write_results(args: argparse.Namespace, runs: list[dict], rounds_done: int, out: Path) -> None:
+    """JSON and the doc table of the runs done so far (rewritten after every process: a stopped run keeps them)."""
+    best = best_of(runs)
+    prov = bench_provenance()
+    var_commit = subprocess.run(["git", "-C", args.var_root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip() or None
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
+    machine = prov["machine"]
+    header = (f"**{args.label}** ({prov['time_utc']}, {device_name}, {args.dtype}, host `{machine['hostname']}` "
+              f"({machine['cpu_count']} cores, {machine['platform']}), commit `{str(prov['git_commit'])[:12]}`"
+              f"{' + uncommitted changes' if prov['git_dirty'] else ''}, VAR `{str(var_commit)[:12]}`, "
+              f"torch {torch.__version__}; best of {rounds_done} alternating round(s), {args.steps} timed step(s) per "
+              f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
+              f"load = 1-min load average at the start of each process, on a machine shared by 8 engineers)")
+    table = render_table(best, header)
+    write_report({"settings": {k: v for k, v in vars(args).items() if k != "job"}, "var_commit": var_commit,
+                  "rounds_done": rounds_done, "runs": runs, "best": list(best.values())}, "bench_vs_var", out,
+                 provenance=prov)
+    if args.doc:
+        write_doc_section(Path(args.doc), args.label, table)
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -382,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown case(s) {unknown}; expected some of {', '.join(CASES)}", file=sys.stderr)
         return 2
     jobs = [(name, impl) for name in names for impl in CASES[name].impls]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench_vs_var-{args.label}-{args.device}-{stamp}.json")
     runs = []
     for round_index in range(args.rounds):
         for case, impl in (jobs if round_index % 2 == 0 else jobs[::-1]):
@@ -390,27 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             mem = "-" if run["peak_mib"] is None else f"{run['peak_mib']:.0f}"
             print(f"round {round_index} {case:<15} {impl:<13} {run['seconds']:8.3f} s  {mem:>6} MiB  "
                   f"load {run['load_average_1m']:.1f}", flush=True)
-    best = best_of(runs)
-    prov = bench_provenance()
-    var_commit = subprocess.run(["git", "-C", args.var_root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip() or None
-    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
-    machine = prov["machine"]
-    header = (f"**{args.label}** ({prov['time_utc']}, {device_name}, {args.dtype}, host `{machine['hostname']}` "
-              f"({machine['cpu_count']} cores, {machine['platform']}), commit `{str(prov['git_commit'])[:12]}`"
-              f"{' + uncommitted changes' if prov['git_dirty'] else ''}, VAR `{str(var_commit)[:12]}`, "
-              f"torch {torch.__version__}; best of {args.rounds} alternating rounds, {args.steps} timed step(s) per "
-              f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
-              f"load = 1-min load average at the start of each process, on a machine shared by 8 engineers)")
-    table = render_table(best, header)
-    print(table)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench_vs_var-{args.label}-{args.device}-{stamp}.json")
-    write_report({"settings": {k: v for k, v in vars(args).items() if k != "job"}, "var_commit": var_commit,
-                  "runs": runs, "best": list(best.values())}, "bench_vs_var", out, provenance=prov)
-    if args.doc:
-        write_doc_section(Path(args.doc), args.label, table)
-        print(f"updated {args.doc} ({args.label})")
+            write_results(args, runs, rounds_done=round_index + 1, out=out)
+    doc_note = f" and the '{args.label}' table of {args.doc}" if args.doc else ""
+    print(render_table(best_of(runs), f"wrote {out}{doc_note}"))
     return 0
 
 

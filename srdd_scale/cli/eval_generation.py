@@ -53,6 +53,8 @@ def heldout_loss(run_dir: Path, step: int) -> float | None:
 
 
 def sampling_config(overrides: list[str], **fields):
+    import yaml
+
     from srdd_scale.config import build, to_dict
     from srdd_scale.model.config import SamplingConfig
 
@@ -61,7 +63,7 @@ def sampling_config(overrides: list[str], **fields):
         key, _, value = item.partition("=")
         if not key.startswith("sampling.") or not value:
             raise ConfigError(f"{item!r}: expected sampling.KEY=VALUE")
-        values[key.removeprefix("sampling.")] = value
+        values[key.removeprefix("sampling.")] = yaml.safe_load(value)  # typed as in a YAML file: 1 -> int
     values.update(fields)
     cfg = build(SamplingConfig, values, prefix="sampling")
     cfg.validate()

@@ -34,9 +34,9 @@ from srdd_scale.utils.threads import stage_threads, usable_cores, use_passive_wa
 use_passive_wait()  # OpenMP reads it once, when torch loads: before the imports below bring torch in
 
 from srdd_scale.cli import entry_point, tool_command  # noqa: E402
-from srdd_scale.run_config import RunConfig  # noqa: E402
 from srdd_scale.quickstart import gates  # noqa: E402
 from srdd_scale.quickstart.summary import summary_figure, summary_markdown  # noqa: E402
+from srdd_scale.run_config import RunConfig  # noqa: E402
 from srdd_scale.tokenizer.api import RUN_SUBFOLDER, WEIGHTS_FILE, saved_tokenizer_path  # noqa: E402
 from srdd_scale.utils.rundir import run_dir_for  # noqa: E402
 

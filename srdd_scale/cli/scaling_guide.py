@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-memory-gib", type=positive_float, default=defaults.gpu_memory_gib)
     parser.add_argument("--out-md", default=str(ROOT / "docs" / "scaling_guide.md"))
     parser.add_argument("--out-json", default=None, help="default: --out-md with .json")
+    parser.add_argument("--layout-plan", default=str(ROOT / "docs" / "layout_plan.json"),
+                        help="srdd-plan-layout --grid output for the memory table ('' or missing: the formula)")
     args = parser.parse_args(argv)
     settings = GuideSettings(depths=args.depths, gpus=args.gpus, text_dim=args.text_dim, text_len=args.text_len,
                              gpu_memory_gib=args.gpu_memory_gib)
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         guide = scaling_guide(settings)
     except KeyError as err:
         sys.exit(f"error: {err.args[0]}")
-    markdown = render_markdown(guide)
+    plan_path = Path(args.layout_plan) if args.layout_plan else None
+    layout_plan = json.loads(plan_path.read_text()) if plan_path and plan_path.exists() else None
+    markdown = render_markdown(guide, layout_plan)
     out_md = Path(args.out_md)
     out_json = Path(args.out_json or out_md.with_suffix(".json"))
     out_md.parent.mkdir(parents=True, exist_ok=True)

@@ -107,10 +107,9 @@ def sampling_flops_per_image(model_cfg, patch_nums: tuple[int, ...], vocab_size:
 
 def score(features: np.ndarray, labels: np.ndarray, ref: Reference, bootstrap: int, seed: int) -> dict:
     """FID against the reference, IS and class accuracy from the reference's head, with 95% bootstrap intervals
-    (generated samples resampled with replacement, the reference held fixed). The intervals are basic
-    (reverse-percentile) ones, [2x - q97.5, 2x - q2.5]: a resample repeats images, which alone raises FID, and
-    the basic interval removes that first-order bias where the plain percentile interval would not even
-    contain the estimate."""
+    (generated samples resampled with replacement, the reference held fixed). The intervals are normal ones,
+    x +- 1.96 sd(resamples), centred on the estimate: a resample repeats images, which alone raises FID by more
+    than its spread at small N, so percentile (and even basic) intervals can miss the estimate itself."""
     probs = ref.head.probs(features)
     result = {"fid": fid_from_features(features, ref.features), "is": inception_score(probs)[0],
               "class_accuracy": float((probs.argmax(1) == labels).mean()), "num_samples": int(len(features)),
@@ -124,6 +123,6 @@ def score(features: np.ndarray, labels: np.ndarray, ref: Reference, bootstrap: i
         draws["class_accuracy"].append(float((probs[idx].argmax(1) == labels[idx]).mean()))
     for name, values in draws.items():
         if values:
-            low, high = np.percentile(values, [2.5, 97.5])
-            result[f"{name}_ci95"] = [float(2 * result[name] - high), float(2 * result[name] - low)]
+            half = 1.96 * float(np.std(values, ddof=1))
+            result[f"{name}_ci95"] = [result[name] - half, result[name] + half]
     return result

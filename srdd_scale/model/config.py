@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Optional, get_args
 
 try:  # the one project import allowed here, guarded for HF remote code (docs/contracts.md)
     from srdd_scale.config import ConfigError
@@ -23,6 +23,7 @@ def _require(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
         text = repr(value)
         raise ConfigError(f"{key}: got {text if len(text) <= 80 else text[:77] + '...'}, expected {expected}")
+ATTENTION_IMPLS = ("auto", "math", "sdpa", "flex")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class ModelConfig:
     cond_drop_prob: float = 0.1  # training-time probability of replacing the condition by null, for CFG (VAR: 0.1)
     loss_weighting: Literal["token", "scale"] = "token"  # token: every token equal (VAR); scale: every scale equal
     label_smoothing: float = 0.0  # CE label smoothing (VAR default 0)
+    # Self-attention path (transformer.resolve_attention_impl): auto = the measured fastest for the device
+    # (docs/benchmarks.md); math = SDPA math backend per scale / with a mask tensor (the reference); sdpa =
+    # torch's fused SDPA kernels; flex = one FlexAttention call with a block mask built once per schedule.
+    attention_impl: Literal["auto", "math", "sdpa", "flex"] = "auto"
+    # Regional torch.compile of each block at its first forward: null (auto) = on for CUDA, off elsewhere.
+    compile: Optional[bool] = None
 
     @property
     def embed_dim(self) -> int:
@@ -82,6 +89,11 @@ class ModelConfig:
             raise ConfigError(f"model.alng={self.alng}: expected a finite value > 0")
         if self.mask not in MASK_MODES:
             raise ConfigError(f"model.mask={self.mask!r}: expected one of {', '.join(MASK_MODES)}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"model.attention_impl={self.attention_impl!r}: expected one of "
+                              f"{', '.join(ATTENTION_IMPLS)}")
+        if self.compile not in (None, True, False):
+            raise ConfigError(f"model.compile={self.compile!r}: expected true, false or null (auto: on for CUDA)")
         if self.num_classes < 0:
             raise ConfigError(f"model.num_classes={self.num_classes}: expected >= 0 (0 = no class labels)")
         if not 0.0 <= self.cond_drop_prob < 1.0:

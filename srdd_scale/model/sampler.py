@@ -22,20 +22,25 @@ def guidance_weight(cfg: SamplingConfig, scale: int, num_scales: int) -> float:
 
 
 def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (nucleus); removed entries become -inf. logits: [..., V] float."""
+    """Temperature, then top-k, then top-p (nucleus); removed entries become -inf. logits: [..., V] float.
+
+    With top-k on, top-p runs on the k survivors that topk already returns sorted, instead of sorting the
+    whole vocabulary again (the same kept set, as long as no logit ties the k-th: ties beyond k are dropped).
+    """
     logits = logits / cfg.temperature
     vocab = logits.shape[-1]
-    if 0 < cfg.top_k < vocab:
-        kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if cfg.top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token once the more likely ones already cover top_p (the most likely is always kept).
-        remove_sorted = probs.cumsum(-1) - probs > cfg.top_p
-        remove = remove_sorted.scatter(-1, order, remove_sorted)
-        logits = logits.masked_fill(remove, float("-inf"))
-    return logits
+    top_k = cfg.top_k if 0 < cfg.top_k < vocab else 0
+    if cfg.top_p >= 1.0:
+        if top_k:
+            kth = logits.topk(top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return logits
+    sorted_logits, order = logits.topk(top_k, dim=-1) if top_k else logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    # Drop a token once the more likely ones already cover top_p (the most likely is always kept).
+    keep_sorted = probs.cumsum(-1) - probs <= cfg.top_p
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -7,21 +7,44 @@ condition so each block is told the step n explicitly, i.e. the reverse step f(I
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
 from .blocks import AdaLNHead, AttnLayout, LayerKV, SRDDBlock
 from .config import ConfigError, ModelConfig  # ConfigError: srdd_scale's, or config.py's stand-in
-from .masks import attention_allowed, history_scales, scale_index
+from .masks import attention_allowed, flex_block_mask, history_scales, scale_index
 
 # Parameter-name prefixes of each group reported by parameter_counts (flops.py mirrors these analytically).
 TEXT_PREFIXES = ("text_norm.", "text_proj.", "text_pool.", "null_text_token")
 HEAD_PREFIXES = ("head.",)
 EMBED_PREFIXES = ("word_embed.", "pos_start", "pos_embed", "lvl_embed.", "scale_embed.", "class_emb.", "null_cond")
+
+# Set while a caller builds the model whose parameters it will materialise itself (meta device, ZeRO-3 partitions).
+_DEFER_INIT = contextvars.ContextVar("srdd_defer_init", default=False)
+
+
+@contextlib.contextmanager
+def deferred_init() -> Iterator[None]:
+    """Models built inside skip ``init_weights``; the caller fills each parameter from ``initial_parameter``."""
+    token = _DEFER_INIT.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_INIT.reset(token)
+
+
+def _parameter_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator of its own for each parameter: its values depend on (seed, name) only, never on the order
+    or the device in which parameters are initialised, so a shard can be cut from the same full tensor anywhere."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 @dataclass
@@ -45,6 +68,9 @@ class SRDDTransformer(nn.Module):
         text_dim: int | None,
     ):
         super().__init__()
+        # One draw from the global RNG, before any submodule's own init consumes it (on meta none does): the same
+        # torch.manual_seed gives the same weights on every rank and construction path.
+        self.init_seed = int(torch.randint(0, 2**62, (), device="cpu"))
         cfg.validate()
         if cfg.cross_attn and text_dim is None:
             raise ConfigError(
@@ -78,48 +104,68 @@ class SRDDTransformer(nn.Module):
             self.text_pool = nn.Linear(self.text_dim, dim)  # masked mean -> AdaLN condition
             self.null_text_token = nn.Parameter(torch.empty(1, 1, dim))
 
-        drop_rates = torch.linspace(0, cfg.max_drop_path, cfg.depth).tolist()
+        drop_rates = torch.linspace(0, cfg.max_drop_path, cfg.depth, device="cpu").tolist()  # also under meta
         self.blocks = nn.ModuleList(
             SRDDBlock(dim, cfg.heads, cfg.mlp_ratio, rate, self.text_dim is not None) for rate in drop_rates
         )
         self.head = AdaLNHead(dim, vocab_size)
 
-        self.register_buffer("token_scale", scale_index(self.patch_nums), persistent=False)
-        allowed = None if cfg.mask == "markovian" else attention_allowed(self.patch_nums, cfg.mask)
-        self.register_buffer("attn_allowed", allowed, persistent=False)
-        self.init_weights()
+        self.scale_sizes = tuple(p * p for p in self.patch_nums)
+        self._block_masks: dict[str, object] = {}  # FlexAttention block mask per device (attention_impl flex)
+        self._compiled_blocks: Optional[list] = None  # torch.compile'd blocks (model.compile), built lazily
+        self.register_buffer("token_scale", None, persistent=False)
+        self.register_buffer("attn_allowed", None, persistent=False)
+        self.reset_buffers()
+        if not _DEFER_INIT.get():
+            self.init_weights()
 
     # ------------------------------------------------------------------------------------------ init
 
+    def reset_buffers(self) -> None:
+        """The schedule's index buffers on the parameters' device (after ``to_empty`` they hold garbage)."""
+        device = self.pos_embed.device
+        self.token_scale = scale_index(self.patch_nums).to(device)
+        mask = None if self.mask_mode == "markovian" else attention_allowed(self.patch_nums, self.mask_mode)
+        self.attn_allowed = None if mask is None else mask.to(device)
+
+    @torch.no_grad()
+    def initial_parameter(self, name: str) -> torch.Tensor:
+        """Full fp32 initial value of parameter ``name`` on the CPU, from its own (init_seed, name) generator.
+
+        VAR's init (docs/method.md §4.6): trunc-normal std sqrt(1/3C) for every weight matrix, embedding and
+        learned token; zero biases; unit LayerNorm weights; head x0.02; residual out-projections / sqrt(2 depth);
+        AdaLN gates x alng and scales/shifts x0.5; attention temperatures log 4.
+        """
+        module_name, _, attr = name.rpartition(".")
+        module = self.get_submodule(module_name)
+        shape = getattr(module, attr).shape
+        generator = _parameter_generator(self.init_seed, name)
+        std = math.sqrt(1 / self.dim / 3)
+        if attr == "scale_mul":
+            return torch.full(shape, math.log(4.0))
+        if attr in ("bias", "q_bias", "v_bias"):
+            return torch.zeros(shape)
+        if isinstance(module, nn.LayerNorm):
+            return torch.ones(shape)
+        if not (attr == "weight" and isinstance(module, (nn.Linear, nn.Embedding)) or module is self):
+            raise KeyError(f"parameter {name!r} has no initialisation rule in SRDDTransformer.initial_parameter")
+        value = nn.init.trunc_normal_(torch.empty(shape), std=std, generator=generator)
+        if name == "head.out.weight":
+            value.mul_(0.02)
+        elif name == "head.ada_lin.1.weight":
+            value.mul_(0.5)  # VAR's init_adaln for scale/shift
+        elif name.endswith(("attn.proj.weight", "ffn.fc2.weight")):  # self- and cross-attention out-projections
+            value.div_(math.sqrt(2 * self.cfg.depth))
+        elif name.startswith("blocks.") and name.endswith("ada_lin.1.weight"):
+            value[: 2 * self.dim].mul_(self.cfg.alng)  # gamma1, gamma2: residual branches start near zero
+            value[2 * self.dim :].mul_(0.5)  # scales and shifts
+        return value
+
     @torch.no_grad()
     def init_weights(self) -> None:
-        """VAR's init (docs/method.md §4.6): std sqrt(1/3C); head x0.02; out-proj / sqrt(2 depth); gates x alng."""
-        dim, depth = self.dim, self.cfg.depth
-        std = math.sqrt(1 / dim / 3)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.trunc_normal_(module.weight, std=std)
-            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        for param in (self.pos_start, self.pos_embed, self.null_cond):
-            nn.init.trunc_normal_(param, std=std)
-        if self.text_dim is not None:
-            nn.init.trunc_normal_(self.null_text_token, std=std)
-        self.head.out.weight.mul_(0.02)
-        self.head.ada_lin[-1].weight.mul_(0.5)  # VAR's init_adaln for scale/shift
-        for block in self.blocks:
-            block.attn.proj.weight.div_(math.sqrt(2 * depth))
-            block.ffn.fc2.weight.div_(math.sqrt(2 * depth))
-            if block.cross_attn is not None:
-                block.cross_attn.proj.weight.div_(math.sqrt(2 * depth))
-            ada = block.ada_lin[-1].weight
-            ada[: 2 * dim].mul_(self.cfg.alng)  # gamma1, gamma2: residual branches start near zero
-            ada[2 * dim :].mul_(0.5)  # scales and shifts
+        """Every parameter from ``initial_parameter`` (a sharded backend fills its shards from the same values)."""
+        for name, param in self.named_parameters():
+            param.copy_(self.initial_parameter(name))
 
     # ------------------------------------------------------------------------------------------ condition
 
@@ -200,15 +246,29 @@ class SRDDTransformer(nn.Module):
         start = cond.vector[:, None, :] + self.pos_start
         x = torch.cat([start.expand(batch, -1, -1), self.word_embed(teacher_inputs)], dim=1)
         x = x + self.lvl_embed(self.token_scale)[None] + self.pos_embed
-        if self.mask_mode == "markovian":
-            layout = AttnLayout(segments=tuple(p * p for p in self.patch_nums))
-        else:
-            layout = AttnLayout(mask=self.attn_allowed)
-        layout.token_scale = self.token_scale if self.scale_embed is not None else None
+        layout = self.attn_layout(x.device)
         ada_cond = self._ada_cond(cond.vector, None)
-        for block in self.blocks:
+        for block in self._compiled_blocks or self.blocks:
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout)
-        return self.head(x, ada_cond, layout.token_scale)
+        return self.head(x, ada_cond, layout.cond_sizes)
+
+    def attn_layout(self, device: torch.device) -> AttnLayout:
+        """The full-forward layout on `device`: attention path, its mask form, per-scale AdaLN rows. Also
+        compiles the blocks the first time when model.compile asks for it."""
+        impl = resolve_attention_impl(self.cfg.attention_impl, device, self.cfg.compile)
+        layout = AttnLayout(sizes=self.scale_sizes, impl=impl, per_scale_cond=self.scale_embed is not None)
+        if impl == "flex":
+            key = str(device)
+            if key not in self._block_masks:
+                self._block_masks[key] = flex_block_mask(self.patch_nums, self.mask_mode, device)
+            layout.block_mask = self._block_masks[key]
+        elif self.mask_mode != "markovian":
+            layout.mask = self.attn_allowed
+        if self._compiled_blocks is None and compile_enabled(self.cfg.compile, device):
+            # Regional: one compiled graph per block (they share code, so one compile serves all), kept out of
+            # the module tree so state_dict keys do not change.
+            self._compiled_blocks = [torch.compile(block) for block in self.blocks]
+        return layout
 
     def new_cache(self) -> list[LayerKV]:
         """Per-block inference caches; under `markovian` they hold only the text K/V (no self-attention cache)."""
@@ -241,7 +301,8 @@ class SRDDTransformer(nn.Module):
             x = self.word_embed(scale_input)
         x = x + self.lvl_embed.weight[scale] + self.pos_embed[:, begin : begin + n]
         ada_cond = self._ada_cond(cond.vector, scale)
-        layout = AttnLayout()
+        impl = resolve_attention_impl(self.cfg.attention_impl, x.device, self.cfg.compile)
+        layout = AttnLayout(impl="sdpa" if impl == "flex" else impl)  # one scale: plain attention, no mask
         for block, kv in zip(self.blocks, cache):
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout, kv)
         return self.head(x, ada_cond, None)
@@ -290,6 +351,27 @@ def state_dict_for_schedule(
         if name in state:
             out[name] = state[name][kept]
     return out
+
+
+def compile_enabled(setting: Optional[bool], device: torch.device) -> bool:
+    """model.compile: True/False, or None = on for CUDA only (CPU compiles cost more than they save in tests)."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def resolve_attention_impl(impl: str, device: torch.device, compile_setting: Optional[bool] = None) -> str:
+    """model.attention_impl "auto" -> the path measured fastest on this device (docs/benchmarks.md, VAR section).
+
+    CPU: torch's fused SDPA (flash) at every shape: on the 256 px schedule it beat the math backend 2-4x on
+    attention forward+backward at d8/d16 shapes (per-scale and masked) and at most segment sizes, and keeps
+    no L x L scores for backward (2026-12-06, a loaded 2-core machine); flex has no CPU backward.
+    CUDA: FlexAttention when the blocks are compiled (one fused kernel over the block mask), else fused SDPA;
+    not measured yet (no GPU lent so far): the GPU check (tools/gpu_check.py) is where to confirm it.
+    """
+    if impl != "auto":
+        return impl
+    if device.type == "cuda":
+        return "flex" if compile_enabled(compile_setting, device) else "sdpa"
+    return "sdpa"
 
 
 def build_model(

@@ -16,7 +16,7 @@ import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
 from srdd_scale.train import checkpoint as ckpt
-from srdd_scale.train.backends import backend_class, build_backend, plan_batch
+from srdd_scale.train.backends import backend_class, build_backend, model_construction, plan_batch
 from srdd_scale.train.callbacks import default_callbacks
 from srdd_scale.train.callbacks.base import StepReport
 from srdd_scale.train.ema import EMA
@@ -74,7 +74,8 @@ class Trainer:
         self.plan = plan_batch(train, cfg.parallel, env.world_size)
         self.task = build_task(cfg, device)
         torch.manual_seed(train.seed)  # identical initial weights on every rank and for every backend
-        model = self.task.build_model()
+        with model_construction(cfg.parallel, train):
+            model = self.task.build_model()
         if train.init_from:  # fine-tuning / scale distillation; a resume below still overrides these weights
             from srdd_scale.export.importing import load_exported_weights
 

@@ -68,8 +68,21 @@ def test_var_recipe():
 def test_tool_writes_markdown_and_json(tmp_path):
     out = tmp_path / "guide.md"
     subprocess.run([sys.executable, str(ROOT / "tools" / "scaling_guide.py"), "--depths", "12,16", "--gpus", "8,32",
-                    "--out-md", str(out)], check=True, capture_output=True, cwd=ROOT)
+                    "--out-md", str(out), "--layout-plan", ""], check=True, capture_output=True, cwd=ROOT)
     data = json.loads(out.with_suffix(".json").read_text())
     assert [r["depth"] for r in data["rows"]] == [12, 16]
     text = out.read_text()
     assert "| d16 | 32 |" in text and "Memory model" in text
+
+
+def test_memory_table_comes_from_the_layout_plan(tmp_path):
+    plan = ROOT / "docs" / "layout_plan.json"
+    out = tmp_path / "guide.md"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "scaling_guide.py"), "--depths", "16", "--out-md", str(out),
+                    "--layout-plan", str(plan)], check=True, capture_output=True, cwd=ROOT)
+    text = out.read_text()
+    cells = json.loads(plan.read_text())["cells"]
+    assert "(planned)" in text and "total, no AC" not in text
+    for cell in cells:
+        row = f"| d{cell['depth']} | {16 * cell['patch_nums'][-1]} | {cell['world_size']} |"
+        assert row in text and f"**{cell['planned_gib']['peak']:.2f}**" in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,9 +88,11 @@ def base_overrides(assets: dict[str, str], output_dir: Path, backend: str, **ext
 
 
 class Ranks:
-    """``world`` processes of the train CLI with srun-style variables (no torchrun: exit codes stay visible)."""
+    """``world`` processes of the train CLI (or ``script``) with srun-style variables (no torchrun: exit codes
+    stay visible)."""
 
-    def __init__(self, overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[str, ...] = ()):
+    def __init__(self, overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[str, ...] = (),
+                 script: Path | None = None):
         port = 29500 + (os.getpid() * 7 + int(time.time() * 1000)) % 20000
         log_dir = tmpdir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ class Ranks:
                        PYTHONPATH=str(ROOT))
             with self.logs[rank].open("w") as log:
                 self.procs.append(subprocess.Popen(
-                    [*tool_command("train"), *overrides, *args],
+                    [*(tool_command("train") if script is None else [sys.executable, str(script)]), *overrides, *args],
                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmpdir,
                 ))
 

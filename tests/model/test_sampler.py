@@ -177,3 +177,21 @@ def test_resample_options_are_checked():
         SamplingConfig(mr_steps=2).validate()
     with pytest.raises(Exception, match="sr_steps=1 needs sampling.resample=simple"):
         SamplingConfig(resample="mask", sr_steps=1).validate()
+
+
+def _reference_filter(logits, cfg):
+    """The whole-vocabulary version: top-k by threshold, then top-p over a full sort."""
+    logits = logits / cfg.temperature
+    kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
+    logits = logits.masked_fill(logits < kth, float("-inf"))
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    remove_sorted = probs.cumsum(-1) - probs > cfg.top_p
+    return logits.masked_fill(remove_sorted.scatter(-1, order, remove_sorted), float("-inf"))
+
+
+@pytest.mark.parametrize("top_k,top_p,temperature", [(90, 0.9, 1.0), (900, 0.96, 0.7), (5, 0.3, 1.3)])
+def test_top_p_on_the_top_k_survivors_equals_the_full_sort(top_k, top_p, temperature):
+    logits = torch.randn(2, 50, 4096, generator=torch.Generator().manual_seed(3)) * 3
+    cfg = SamplingConfig(top_k=top_k, top_p=top_p, temperature=temperature)
+    torch.testing.assert_close(filter_logits(logits, cfg), _reference_filter(logits, cfg), rtol=0, atol=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from srdd_scale.train.backends.base import Backend, BatchPlan, plan_batch
 from srdd_scale.train.config import ParallelConfig, TrainConfig
 from srdd_scale.utils.dist import DistEnv
 
-__all__ = ["Backend", "BatchPlan", "build_backend", "plan_batch"]
+__all__ = ["Backend", "BatchPlan", "build_backend", "model_construction", "plan_batch"]
 
 
 # parallel.backend -> (module, class); a module is imported only when used (DeepSpeed is slow to import)
@@ -29,6 +30,14 @@ def backend_class(name: str) -> type[Backend]:
         raise ValueError(f"backend {name!r}: expected one of {sorted(BACKENDS)}")
     module, cls = BACKENDS[name]
     return getattr(importlib.import_module(f"srdd_scale.train.backends.{module}"), cls)
+
+
+def model_construction(parallel: ParallelConfig, train: TrainConfig) -> contextlib.AbstractContextManager:
+    """Where the trainer builds the model: as ``parallel.backend`` prefers (FSDP: on meta, shards materialised
+    later), except with ``train.init_from``, whose full weights are loaded into a whole model first."""
+    if train.init_from:
+        return contextlib.nullcontext()
+    return backend_class(parallel.backend).construction(parallel)
 
 
 def build_backend(model: nn.Module, lr: float, env: DistEnv, device: torch.device, train: TrainConfig,

@@ -63,9 +63,16 @@ class Backend:
         self.run_dir = Path(run_dir)
         self.check_config()
         no_decay = no_decay_names(model)
-        model.to(self.device)
+        if not is_on_meta(model) and next(model.parameters()).device != self.device:
+            model.to(self.device)  # a meta-built model stays on meta: ``wrap`` materialises it
         apply_block_wrappers(model, train)
         self.model, self.optimizer = self.wrap(model, lambda: build_optimizer(model, train, no_decay, lr))
+
+    @classmethod
+    def construction(cls, parallel: ParallelConfig) -> contextlib.AbstractContextManager:
+        """Context the model is built in: plain here (every rank builds it whole); a backend that creates only
+        its shards builds it without storage."""
+        return contextlib.nullcontext()
 
     def check_config(self) -> None:
         """Raise a ConfigError for settings this backend cannot honour (before any work is done)."""
@@ -124,6 +131,11 @@ class Backend:
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+
+def is_on_meta(model: nn.Module) -> bool:
+    """Whether ``model`` was built on the meta device (parameters without storage, to be materialised)."""
+    return any(param.is_meta for param in model.parameters())
 
 
 def apply_block_wrappers(model: nn.Module, train: TrainConfig) -> None:

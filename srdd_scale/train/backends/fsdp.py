@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -9,13 +10,40 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from srdd_scale.config import ConfigError
-from srdd_scale.train.backends.base import Backend
+from srdd_scale.model.transformer import deferred_init
+from srdd_scale.train.backends.base import Backend, is_on_meta
+from srdd_scale.train.optim import plain_name
+
+
+@torch.no_grad()
+def materialise_shards(model: nn.Module, device: torch.device) -> None:
+    """Storage for this rank's shards only, each filled with its slice of the parameter's full initial value.
+
+    ``initial_parameter`` draws every parameter from its own (seed, name) generator, so the slices equal the
+    single-process init of the same seed bit for bit; one full parameter exists at a time, never the model.
+    """
+    model.to_empty(device=device)
+    for name, param in model.named_parameters():
+        full = model.initial_parameter(plain_name(name)).to(device)
+        if isinstance(param, DTensor):
+            full = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+        param.copy_(full)
+    model.reset_buffers()
 
 
 class FSDPBackend(Backend):
     name = "fsdp"
+
+    @classmethod
+    def construction(cls, parallel) -> contextlib.AbstractContextManager:
+        """On ``meta`` with init deferred: ``wrap`` shards it, then materialises and initialises the shards."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.device("meta"))
+        stack.enter_context(deferred_init())
+        return stack
 
     def check_config(self) -> None:
         if self.train_cfg.precision == "fp16":
@@ -35,7 +63,13 @@ class FSDPBackend(Backend):
         for block in model.blocks:
             fully_shard(block, **shard_kwargs)
         fully_shard(model, **shard_kwargs)
+        if is_on_meta(model):
+            self.materialise(model)
         return model, new_optimizer()
+
+    def materialise(self, model: nn.Module) -> None:
+        """Give a meta-built, sharded model its storage and initial values (the layout planner gives fake ones)."""
+        materialise_shards(model, self.device)
 
     @property
     def module(self) -> nn.Module:
