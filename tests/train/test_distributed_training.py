@@ -157,14 +157,14 @@ def test_reference_run_writes_eval_samples_and_offline_wandb(reference):
 @pytest.mark.world_size(2)
 def test_resume_switches_between_ddp_and_fsdp_bitwise(train_assets, reference, run_tmp):
     """DDP steps 1-2, FSDP steps 3-4, DDP steps 5-6 through their shared DCP checkpoints: the reference's losses."""
-    from srdd_scale.config import load_config
+    from srdd_scale.run_config import RunConfig
     from srdd_scale.utils.rundir import run_dir_for
 
     out = run_tmp / "out"
     previous = None
     for leg, (name, stop) in enumerate((("ddp", 2), ("fsdp", 4), ("ddp", 6))):
         overrides = overrides_for(train_assets, out / str(leg), name)
-        run_dir = run_dir_for(load_config([], overrides), out / str(leg))
+        run_dir = run_dir_for(RunConfig.load([], overrides), out / str(leg))
         if previous is not None:  # the run folder (config hash) names the backend: carry the run over
             shutil.copytree(previous, run_dir)
         launch_ok(overrides, run_tmp, args=("--stop-at-step", str(stop)))
