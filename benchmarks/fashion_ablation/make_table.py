@@ -50,7 +50,7 @@ def table(rows: dict[str, dict]) -> tuple[str, list[dict]]:
         found = [rows[pattern.format(s=s)] for s in range(3) if pattern.format(s=s) in rows]
         if not found:
             continue
-        get = lambda key: [r[key] for r in found if r.get(key) is not None]  # noqa: E731
+        get = lambda key, found=found: [r[key] for r in found if r.get(key) is not None]  # noqa: E731
         per_seed = "; ".join(f"{r['fid']:.1f} [{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}]" for r in found)
         record = {"row": label, "files": [pattern.format(s=s) for s in range(3) if pattern.format(s=s) in rows],
                   **{k: get(k) for k in ("fid", "is", "class_accuracy", "heldout_loss", "training_flops",

@@ -12,7 +12,6 @@ are both linear in bytes); the JSON says which was measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,32 +22,32 @@ from pathlib import Path
 
 import torch
 
-from srdd_scale.train.checkpoint import file_digest, payload_files
-from srdd_scale.utils.rundir import PROJECT_ROOT, bench_provenance
+from srdd_scale.analysis.bench_kit import Column, print_table, write_report
 from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_int
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
+from srdd_scale.train.checkpoint import file_digest, payload_files
 
 ALGORITHMS = ("sha256", "xxh3_128")
-PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # VAR's 256 px schedule, text-conditional (768-wide states)
+COLUMNS = (Column("algorithm", "algorithm"), Column("s/GB", "s_per_gb", ".3f"), Column("GB/s", "gb_per_s", ".2f"),
+           Column("share of save", "share_of_save", ".1%"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--save-depth", type=int, default=8, help="model depth whose checkpoint is saved and hashed")
-    parser.add_argument("--repeats", type=int, default=3, help="timed hashes of the files per algorithm")
+    parser.add_argument("--save-depth", type=positive_int, default=8,
+                        help="model depth whose checkpoint is saved and hashed")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed hashes of the files per algorithm")
     parser.add_argument("--dir", default=None, help="where the temporary checkpoint is written (default: TMPDIR)")
     parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_checkpoint-<time>.json)")
-    args = parser.parse_args(argv)
-    for key in ("save_depth", "repeats"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')}: got {getattr(args, key)}, expected an int >= 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def model_state(depth: int) -> dict[str, dict[str, torch.Tensor]]:
     """fp32 weights and AdamW's exp_avg/exp_avg_sq of a text-conditional model of ``depth`` (VAR-sized)."""
     from srdd_scale.model import ModelConfig, build_model
 
-    model = build_model(ModelConfig(depth=depth), PATCH_NUMS, 4096, 32, 768)
+    model = build_model(ModelConfig(depth=depth), VAR_PATCH_NUMS_256, 4096, 32, 768)
     weights = {k: v.detach() for k, v in model.state_dict().items()}
     return {"model": weights, "exp_avg": {k: torch.randn_like(v) for k, v in weights.items() if v.is_floating_point()},
             "exp_avg_sq": {k: torch.rand_like(v) for k, v in weights.items() if v.is_floating_point()}}
@@ -59,7 +58,7 @@ def checkpoint_bytes(depth: int) -> int:
     from srdd_scale.model import ModelConfig
     from srdd_scale.model.flops import parameter_counts
 
-    return 3 * 4 * parameter_counts(ModelConfig(depth=depth), PATCH_NUMS, 4096, 32, 768)["total"]
+    return 3 * 4 * parameter_counts(ModelConfig(depth=depth), VAR_PATCH_NUMS_256, 4096, 32, 768)["total"]
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -102,14 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"d{result['save_depth']} checkpoint: {result['checkpoint_bytes'] / 1e9:.2f} GB saved in "
           f"{result['save_seconds']:.2f} s ({result['save_gb_per_s']:.2f} GB/s); d16 is "
           f"{result['d16_checkpoint_bytes'] / 1e9:.2f} GB")
-    print(f"{'algorithm':<10} {'s/GB':>8} {'GB/s':>8} {'share of save':>14}")
-    for row in result["hashes"]:
-        print(f"{row['algorithm']:<10} {row['s_per_gb']:>8.3f} {row['gb_per_s']:>8.2f} {row['share_of_save']:>13.1%}")
-    out = Path(args.out) if args.out else (PROJECT_ROOT / "artifacts" / "bench" /
-                                           f"bench_checkpoint-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**result, "provenance": bench_provenance()}, indent=2))
-    print(f"wrote {out}")
+    print_table(result["hashes"], COLUMNS)
+    write_report(result, "bench_checkpoint", args.out)
     return 0
 
 

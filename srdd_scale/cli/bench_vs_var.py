@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_index} {case:<15} {impl:<13} {run['seconds']:8.3f} s  {mem:>6} MiB  "
                   f"load {run['load_average_1m']:.1f}", flush=True)
             write_results(args, runs, rounds_done=round_index + 1, out=out)
-    print(render_table(best_of(runs), f"wrote {out}" + (f" and the '{args.label}' table of {args.doc}" if args.doc else "")))
+    doc_note = f" and the '{args.label}' table of {args.doc}" if args.doc else ""
+    print(render_table(best_of(runs), f"wrote {out}{doc_note}"))
     return 0
 
 

@@ -84,7 +84,8 @@ def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMas
     return flex_attention(q, k, v, block_mask=block_mask, scale=1.0)
 
 
-def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
+def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+             sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
     """x * (1 + scale) + shift: AdaLN. scale/shift are [B, 1, C] (broadcast; sizes None) or [B, K, C] with one
     row per scale, applied to each scale's tokens. Per scale rather than gathering the rows to [B, L, C]:
     the gathered copies were kept for backward (2 + 6 of them per block, [B, L, C] each)."""

@@ -90,7 +90,8 @@ class ModelConfig:
         if self.mask not in MASK_MODES:
             raise ConfigError(f"model.mask={self.mask!r}: expected one of {', '.join(MASK_MODES)}")
         if self.attention_impl not in ATTENTION_IMPLS:
-            raise ConfigError(f"model.attention_impl={self.attention_impl!r}: expected one of {', '.join(ATTENTION_IMPLS)}")
+            raise ConfigError(f"model.attention_impl={self.attention_impl!r}: expected one of "
+                              f"{', '.join(ATTENTION_IMPLS)}")
         if self.compile not in (None, True, False):
             raise ConfigError(f"model.compile={self.compile!r}: expected true, false or null (auto: on for CUDA)")
         if self.num_classes < 0:

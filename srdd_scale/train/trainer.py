@@ -248,10 +248,10 @@ class Trainer:
         if self.cfg.train.resume == "never":
             return
         for step, folder in reversed(ckpt.complete_checkpoints(self.checkpoint_root)):
-            error = self._on_every_rank(lambda: ckpt.verify_share(folder, ckpt.read_meta(folder), self.env.rank,
-                                                                  self.env.world_size))
+            error = self._on_every_rank(lambda folder=folder: ckpt.verify_share(
+                folder, ckpt.read_meta(folder), self.env.rank, self.env.world_size))
             if error is None:
-                error = self._on_every_rank(lambda: self._load_checkpoint(folder))
+                error = self._on_every_rank(lambda folder=folder: self._load_checkpoint(folder))
             if error is None:
                 log.info("resumed from %s (step %d, verified)", folder, step)
                 return

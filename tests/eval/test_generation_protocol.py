@@ -36,7 +36,8 @@ def test_sampling_flops_count_guidance_and_simple_resampling():
     forward = flops_per_image(model, patch_nums, model.mask, 1, training=False, vocab_size=64, latent_dim=8)
     plain = SamplingConfig(cfg_scale=0.0)
     assert sampling_flops_per_image(model, patch_nums, 64, 8, plain) == pytest.approx(forward)
-    assert sampling_flops_per_image(model, patch_nums, 64, 8, SamplingConfig(cfg_scale=1.5)) == pytest.approx(2 * forward)
+    guided = SamplingConfig(cfg_scale=1.5)
+    assert sampling_flops_per_image(model, patch_nums, 64, 8, guided) == pytest.approx(2 * forward)
     sr = SamplingConfig(cfg_scale=0.0, resample="simple", sr_steps=2)
     assert sampling_flops_per_image(model, patch_nums, 64, 8, sr) == pytest.approx(forward * (1 + 2 * 29 / 30))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from srdd_scale.data.classes import class_meta
@@ -11,6 +12,7 @@ from srdd_scale.data.preprocess import image_to_tensor
 from srdd_scale.data.shapes import iter_shapes
 from srdd_scale.tokenizer import flatten_codes, load_tokenizer
 from srdd_scale.train.callbacks import read_metrics
+from tests.helpers.training import Ranks, base_overrides, launch_ok, only_run_dir
 
 NUM_CLASSES = 4
 
@@ -29,19 +31,20 @@ def _labelled_shards(folder: Path, tokenizer_dir: str, count: int, image_size: i
     write_json(folder / META_FILE, {**tokenizer_meta(tokenizer), "num_samples": count, **class_meta(names)})
 
 
-def test_two_ranks_train_a_class_conditional_model(train_assets, run_tmp, trainer_launch):
+@pytest.mark.slow
+def test_two_ranks_train_a_class_conditional_model(train_assets, run_tmp):
     shards = run_tmp / "labelled"
     _labelled_shards(shards, train_assets["tokenizer"], 32, 16)
-    overrides = trainer_launch.base_overrides(
+    overrides = base_overrides(
         train_assets, run_tmp / "out", "ddp", **{"model.cross_attn": "false", "model.num_classes": NUM_CLASSES,
                                                 "data.train_path": str(shards), "data.heldout_path": "",
                                                 "train.total_steps": 8, "train.checkpoint_every": 0})
-    trainer_launch.launch_ok(overrides, run_tmp)
-    records = [r for r in read_metrics(trainer_launch.only_run_dir(run_tmp / "out")) if "loss" in r]
+    launch_ok(overrides, run_tmp)
+    records = [r for r in read_metrics(only_run_dir(run_tmp / "out")) if "loss" in r]
     assert [r["step"] for r in records] == list(range(1, 9))
     assert records[-1]["loss"] < records[0]["loss"]
 
     too_few = [o for o in overrides if not o.startswith("model.num_classes=")] + ["model.num_classes=2"]
-    ranks = trainer_launch.Ranks(too_few + ["logging.output_dir=" + str(run_tmp / "out2")], run_tmp, world=1)
+    ranks = Ranks(too_few + ["logging.output_dir=" + str(run_tmp / "out2")], run_tmp, world=1)
     assert ranks.wait() != [0]
     assert "the shards have 4 classes but model.num_classes=2" in ranks.output()

@@ -7,7 +7,7 @@ import pytest
 from srdd_scale.cli import plan_layout
 from srdd_scale.run_config import RunConfig
 
-from .conftest import ROOT, Ranks
+from tests.helpers.training import ROOT, Ranks
 
 PLAN_SCRIPT = ROOT / "tools" / "plan_layout.py"
 MICRO_BATCH = 4
@@ -18,6 +18,7 @@ OVERRIDES = ["model.depth=4", "tokenizer.image_size=128", "tokenizer.patch_nums=
              "train.precision=bf16", "train.activation_checkpointing=true", "train.global_batch_size=8"]
 
 
+@pytest.mark.slow
 @pytest.mark.world_size(2)
 def test_planned_peak_matches_a_real_two_rank_step(tmp_path):
     # Both sides count with torch's FSDPMemTracker on the CPU math attention path that CPU training runs.

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from srdd_scale.run_config import RunConfig
 from srdd_scale.train.task import SRDDTask
 
-from .conftest import Ranks
+from tests.helpers.training import Ranks
 
 RANK_SCRIPT = __import__("pathlib").Path(__file__).with_name("init_weights_rank.py")
 # A d3 model with text cross-attention and classes (every kind of parameter), odd widths so shards are uneven.
@@ -26,6 +26,7 @@ def single_process_init() -> dict[str, torch.Tensor]:
     return task.build_model().state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.world_size(2)
 @pytest.mark.parametrize("backend, world", [("fsdp", 1), ("fsdp", 2), ("ddp", 2)])
 def test_initial_weights_equal_single_process_init_bitwise(tmp_path, backend, world):

@@ -1,4 +1,5 @@
-"""Thread policy: unset counts follow the free cores, explicit ones are kept; children get a passive OpenMP wait unless the user chose one."""
+"""Thread policy: unset counts follow the free cores, explicit ones are kept; children get a passive OpenMP wait
+unless the user chose one."""
 import os
 
 from srdd_scale.utils import threads
