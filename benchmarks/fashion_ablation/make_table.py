@@ -44,15 +44,18 @@ def load_rows(results: Path) -> dict[str, dict]:
 
 def table(rows: dict[str, dict]) -> tuple[str, list[dict]]:
     lines = ["| row | n seeds | FID ↓ | IS ↑ | class acc ↑ | held-out loss ↓ | train FLOPs | sampling GFLOPs/img | "
-             "ms/img | per-seed FID [95% bootstrap] | paper's claim |", "|" + "---|" * 11]
+             "ms/img | per seed: value [95% bootstrap] | paper's claim |", "|" + "---|" * 11]
     records = []
     for label, pattern, claim in ROWS:
-        found = [rows[pattern.format(s=s)] for s in range(3) if pattern.format(s=s) in rows]
+        names = [n for n in dict.fromkeys(pattern.format(s=s) for s in range(3)) if n in rows]
+        found = [rows[n] for n in names]
         if not found:
             continue
         get = lambda key, found=found: [r[key] for r in found if r.get(key) is not None]  # noqa: E731
-        per_seed = "; ".join(f"{r['fid']:.1f} [{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}]" for r in found)
-        record = {"row": label, "files": [pattern.format(s=s) for s in range(3) if pattern.format(s=s) in rows],
+        per_seed = "; ".join(f"FID {r['fid']:.1f} [{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}], IS {r['is']:.2f} "
+                             f"[{r['is_ci95'][0]:.2f}, {r['is_ci95'][1]:.2f}], acc {r['class_accuracy']:.2f} "
+                             f"[{r['class_accuracy_ci95'][0]:.2f}, {r['class_accuracy_ci95'][1]:.2f}]" for r in found)
+        record = {"row": label, "files": names,
                   **{k: get(k) for k in ("fid", "is", "class_accuracy", "heldout_loss", "training_flops",
                                          "sampling_flops_per_image", "seconds_per_image")}}
         records.append(record)

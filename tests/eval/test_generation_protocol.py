@@ -52,3 +52,14 @@ def test_sampling_overrides_are_typed_and_checked():
         sampling_config(["cfg_scale=4"])
     with pytest.raises(ConfigError, match="mr_steps=2 needs sampling.resample=mask"):
         sampling_config(["sampling.mr_steps=2"])
+
+
+@pytest.mark.parametrize("counts", [(30, 50), (3000, 40)])
+def test_frechet_to_reference_equals_fid_from_features(counts):
+    from srdd_scale.eval.fid import fid_from_features
+    from srdd_scale.eval.generation import FrechetToReference
+
+    rng = np.random.default_rng(1)
+    dim = 64 if counts[0] > 1000 else 2048
+    generated, reference = rng.normal(0, 1, (counts[0], dim)), rng.normal(0.3, 1.2, (counts[1], dim))
+    assert FrechetToReference(reference)(generated) == pytest.approx(fid_from_features(generated, reference), rel=1e-9)
