@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ TOY = ["--tokenizer-steps", "8", "--steps", "4", "--train-images", "64", "--num-
 
 
 def quickstart(out: Path, *extra: str, threads_env: str = "1") -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS=threads_env, TMPDIR=str(out.parent))
+    # a short TMPDIR of its own: pytest's long tmp paths overflow the AF_UNIX socket path of pretokenize's
+    # decode workers, and then pretokenize writes no samples at all (the pretokenize gate's case)
+    env = dict(os.environ, OMP_NUM_THREADS=threads_env, TMPDIR=tempfile.mkdtemp(prefix="qs", dir="/tmp"))
     return subprocess.run([sys.executable, "-m", "srdd_scale.cli.quickstart", "--out", str(out), *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=1500, env=env)
 

@@ -8,7 +8,8 @@ read at start-up as in real use, and takes the rate from the tool's own metrics 
 warm-up). The busy core is a `yes > /dev/null` process started by this tool and ended by its pid. Settings
 alternate within each round, so that a change in the machine's other load spreads over all of them; the
 1-minute load average is recorded before each measurement. `cpu_per_wall` (child CPU seconds / wall seconds)
-shows spinning: a thread that waits actively burns a core without progress.
+shows spinning: a thread that waits actively burns a core without progress. A measurement stopped at
+--timeout keeps the rate of the windows it finished (marked *).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,15 +48,25 @@ def _child_env(threads: int, policy: str | None) -> dict[str, str]:
     return env
 
 
-def _run(command: list[str], env: dict[str, str], timeout: float) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the child and its children)."""
+def _run(command: list[str], env: dict[str, str], timeout: float) -> tuple[float, float, bool]:
+    """(wall seconds, CPU seconds of the child and its children, whether it was stopped at `timeout`).
+
+    The child gets its own process group, so that a stop also ends what it started (torchrun's workers).
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=timeout, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        code, timed_out = child.wait(timeout=timeout), False
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        code, timed_out = child.wait(), True
+    if code != 0 and not timed_out:
+        raise RuntimeError(f"{' '.join(command)} exited with {code}")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), timed_out
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -67,12 +79,15 @@ def bench_tokenizer(threads: int, policy: str | None, steps: int, work: Path, ti
                f"tokenizer_train.steps={steps}", "tokenizer_train.eval_every=0", "tokenizer_train.eval_images=8",
                "tokenizer_train.checkpoint_every=0", "tokenizer_train.log_every=10",
                f"tokenizer_train.num_threads={threads}", "--output", str(out)]
-    wall, cpu = _run(command, _child_env(threads, policy), timeout)
-    records = [r for r in _jsonl(out / "metrics.jsonl") if r.get("kind") == "train" and r["step"] > 10]
+    wall, cpu, timed_out = _run(command, _child_env(threads, policy), timeout)
+    metrics = out / "metrics.jsonl"
+    records = [r for r in _jsonl(metrics) if r.get("kind") == "train"] if metrics.is_file() else []
     batch = 8
-    rates = [r["images_per_s"] / batch for r in records]
-    return {"steps_per_s": sum(rates) / len(rates), "slowest_window_steps_per_s": min(rates),
-            "wall_s": wall, "cpu_per_wall": cpu / wall}
+    rates = [r["images_per_s"] / batch for r in records if r["step"] > 10]
+    return {"steps_per_s": sum(rates) / len(rates) if rates else None,
+            "slowest_window_steps_per_s": min(rates) if rates else None,
+            "steps_done": records[-1]["step"] if records else 0, "timed_out": timed_out, "wall_s": wall,
+            "cpu_per_wall": cpu / wall}
 
 
 def bench_trainer(threads: int, policy: str | None, steps: int, work: Path, timeout: float, assets: Path) -> dict:
@@ -84,10 +99,12 @@ def bench_trainer(threads: int, policy: str | None, steps: int, work: Path, time
                f"data.heldout_path={shards / 'heldout'}",
                f"logging.output_dir={work / 'runs'}", "logging.run_name=bench", f"train.total_steps={steps}",
                "train.eval_every=0", "train.sample_every=0", "train.checkpoint_every=0", "logging.log_every=1"]
-    wall, cpu = _run(command, _child_env(threads, policy), timeout)
-    metrics = next((work / "runs").glob("bench-*/metrics.jsonl"))
-    seconds = [r["perf/step_seconds"] for r in _jsonl(metrics) if "perf/step_seconds" in r and r["step"] > 3]
-    return {"steps_per_s": len(seconds) / sum(seconds), "slowest_step_s": max(seconds), "wall_s": wall,
+    wall, cpu, timed_out = _run(command, _child_env(threads, policy), timeout)
+    found = list((work / "runs").glob("bench-*/metrics.jsonl"))
+    records = _jsonl(found[0]) if found else []
+    seconds = [r["perf/step_seconds"] for r in records if "perf/step_seconds" in r and r["step"] > 3]
+    return {"steps_per_s": len(seconds) / sum(seconds) if seconds else None,
+            "slowest_step_s": max(seconds) if seconds else None, "timed_out": timed_out, "wall_s": wall,
             "cpu_per_wall": cpu / wall}
 
 
@@ -103,8 +120,6 @@ def measure(workload: str, setting: tuple, busy: int, args) -> dict:
             else:
                 result = bench_trainer(threads, policy, args.trainer_steps, Path(work), args.timeout,
                                        Path(args.assets))
-    except subprocess.TimeoutExpired:
-        load, result = os.getloadavg()[0], {"steps_per_s": None, "timed_out_after_s": args.timeout}
     finally:
         for process in background:
             process.kill()
@@ -116,7 +131,7 @@ def measure(workload: str, setting: tuple, busy: int, args) -> dict:
 def table(results: list[dict]) -> str:
     lines = [f"{'workload':<10} {'setting':<34} {'busy':>4} {'load':>5} {'steps/s':>8} {'cpu/wall':>8}"]
     for r in results:
-        rate = f"{r['steps_per_s']:.2f}" if r["steps_per_s"] is not None else "timeout"
+        rate = "none" if r["steps_per_s"] is None else f"{r['steps_per_s']:.2f}" + ("*" if r["timed_out"] else "")
         lines.append(f"{r['workload']:<10} {r['setting']:<34} {r['busy_cores']:>4} {r['load_average_1m_before']:>5.2f} "
                      f"{rate:>8} {r.get('cpu_per_wall', float('nan')):>8.2f}")
     return "\n".join(lines)
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(measure(workload, setting, busy, args))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
+    print("* stopped at --timeout: the rate of the windows it finished")
     write_report({"usable_cores": len(os.sched_getaffinity(0)), "results": results}, "bench_threads", args.out)
     return 0
 
