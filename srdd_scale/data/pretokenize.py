@@ -343,6 +343,11 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, remote: str | None, refs, 
                 written += len(good)
             bar.update(len(good) + len(batch["skipped"]))
     bar.close()
+    accounted = written + sum(skipped.values())
+    if total is not None and accounted != total:  # e.g. a decode worker that died without a word
+        raise RuntimeError(f"{folder}: this part has {total} inputs but {accounted} were written or skipped; records "
+                           f"were lost between the decode workers (data.decode_workers={workers}) and the writer, so "
+                           "the part is not marked complete")
     seconds = time.perf_counter() - start
     return {
         "written": written,

@@ -122,3 +122,18 @@ def test_unwritable_output_gives_one_line_error(tmp_path, shapes_config, image_t
     with pytest.raises(OutputError, match=r"cannot write .*file/sub/part-00000-of-00001: Not a directory; a part of "
                                           r"the path is a file, not a folder"):
         pretokenize_part(shapes_config(), tmp_path / "file" / "sub", image_tokenizer, text_tokenizer)
+
+
+def test_records_lost_before_the_writer_stop_the_part(tmp_path, monkeypatch, shapes_config, image_tokenizer,
+                                                      text_tokenizer):
+    """A decode worker that yields fewer records than it was given (seen when its IPC failed) is an error, not a
+    quietly smaller dataset: the part is not marked complete."""
+    real_iter_refs = pretokenize_module.iter_refs
+
+    def drop_every_fourth(*args, **kwargs):
+        return (raw for i, raw in enumerate(real_iter_refs(*args, **kwargs)) if i % 4)
+
+    monkeypatch.setattr(pretokenize_module, "iter_refs", drop_every_fourth)
+    with pytest.raises(RuntimeError, match="has 24 inputs but 18 were written or skipped"):
+        pretokenize_part(shapes_config(), tmp_path, image_tokenizer, text_tokenizer)
+    assert not (part_dir(tmp_path, 0, 1) / COMPLETE_FILE).exists()
