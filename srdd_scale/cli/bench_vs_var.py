@@ -150,17 +150,14 @@ def _train_step_fn(case: Case, impl: str, device, dtype, patch_nums, tiny, var_r
     else:
         from srdd_scale.model.loss import scale_losses  # noqa: PLC0415
 
+        models = vqvae = None
         tokenizer = _our_tokenizer(patch_nums, tiny).to(device)
         with torch.no_grad():
             inputs = tokenizer.teacher_forcing_inputs(codes)
     state = {}
 
     def build() -> None:
-        torch.manual_seed(0)
-        if impl == "var":
-            state["model"] = _var_model(models, vqvae, case.depth, patch_nums).to(device).train()
-        else:
-            state["model"] = _our_model(case.depth, impl, patch_nums, attention_impl).to(device).train()
+        state["model"] = _seeded_model(impl, models, vqvae, case.depth, patch_nums, attention_impl, device).train()
         state["opt"] = torch.optim.AdamW(state["model"].parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step() -> None:
@@ -190,16 +187,13 @@ def _sample_fn(case: Case, impl: str, device, dtype, patch_nums, tiny, var_root,
         from srdd_scale.model import SamplingConfig  # noqa: PLC0415
         from srdd_scale.model.sampler import sample  # noqa: PLC0415
 
+        models = vqvae = None
         tokenizer = _our_tokenizer(patch_nums, tiny).to(device)
         sampling = SamplingConfig(cfg_scale=1.5, top_k=top_k, top_p=0.96)
     state = {}
 
     def build() -> None:
-        torch.manual_seed(0)
-        if impl == "var":
-            state["model"] = _var_model(models, vqvae, case.depth, patch_nums).to(device).eval()
-        else:
-            state["model"] = _our_model(case.depth, impl, patch_nums, attention_impl).to(device).eval()
+        state["model"] = _seeded_model(impl, models, vqvae, case.depth, patch_nums, attention_impl, device).eval()
 
     def step() -> None:
         with _autocast(device, dtype):
