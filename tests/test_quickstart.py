@@ -39,7 +39,8 @@ def toy_run(tmp_path_factory):
     return out, first
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_quickstart_runs_end_to_end_and_resumes(toy_run, tmp_path):
     out, first = toy_run
     summary = json.loads((out / "summary.json").read_text())
@@ -74,7 +75,8 @@ def test_quickstart_runs_end_to_end_and_resumes(toy_run, tmp_path):
     assert missing.returncode == 2 and "no tokenizer.safetensors there" in missing.stderr
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_same_seed_gives_identical_files_whatever_the_environment_threads(toy_run, tmp_path):
     """Step budgets and a fixed compute layout: a run under OMP_NUM_THREADS=2 writes the first run's bytes."""
     out, _ = toy_run
@@ -84,6 +86,7 @@ def test_same_seed_gives_identical_files_whatever_the_environment_threads(toy_ru
     assert len(first_hashes) >= 4 and first_hashes == second_hashes
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_gate_stops_a_starved_tokenizer_with_figure_floor_cause_and_resume(tmp_path):
     out = tmp_path / "starved"

@@ -34,6 +34,7 @@ def test_readme_has_runnable_commands():
     assert len(runnable_commands()) >= 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", runnable_commands())
 def test_readme_command_runs_as_written(command, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", HF_HUB_OFFLINE="1")

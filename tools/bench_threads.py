@@ -1,4 +1,7 @@
-"""Thread settings vs a busy core, tokenizer and trainer: see ``srdd_scale.cli.bench_threads`` (also ``srdd-bench-threads``)."""
+"""Thread settings vs a busy core, tokenizer and trainer.
+
+See ``srdd_scale.cli.bench_threads`` (also ``srdd-bench-threads``).
+"""
 import sys
 
 from srdd_scale.cli.bench_threads import main

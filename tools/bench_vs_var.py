@@ -1,4 +1,7 @@
-"""Speed and memory against the official VAR code: see ``srdd_scale.cli.bench_vs_var`` (also installed as ``srdd-bench-vs-var``)."""
+"""Speed and memory against the official VAR code.
+
+See ``srdd_scale.cli.bench_vs_var`` (also installed as ``srdd-bench-vs-var``).
+"""
 import sys
 
 from srdd_scale.cli.bench_vs_var import main

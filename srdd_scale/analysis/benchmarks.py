@@ -1,7 +1,8 @@
 """Benchmark runner plan and report: which bench tool runs with which arguments, and one markdown table.
 
-tools/bench_all.py runs the plan (each tool in its own process, writing its own JSON); this module knows
-each tool's JSON layout only to pick the headline numbers for the table.
+tools/bench_all.py runs the plan (each tool in its own process, writing its own JSON through
+srdd_scale/analysis/bench_kit.py); this module knows each tool's JSON layout only to pick the headline numbers
+for the table.
 """
 from __future__ import annotations
 
@@ -11,35 +12,34 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class Bench:
-    """One bench tool run: its tool, arguments per mode (cpu | gpu) and the flag that names its JSON output."""
+    """One bench tool run: its tool and arguments per mode (cpu | gpu); every bench tool takes --out JSON_PATH."""
 
     name: str  # key in the collected results
     tool: str  # srdd_scale.cli.<tool> (tools/<tool>.py)
-    out_flag: str  # the tool's option for its JSON path
     cpu_args: tuple[str, ...]  # small sizes: the whole CPU plan runs in < 10 min on 2 cores
     gpu_args: tuple[str, ...]  # one GPU, the whole plan <= 8 min
     what: str  # one line for the docs
 
 
 BENCHES = (
-    Bench("tokenizer", "bench_tokenizer", "--out",
+    Bench("tokenizer", "bench_tokenizer",
           ("--configs", "configs/tokenizer/shapes_64.yaml,configs/tokenizer/var_256.yaml", "--batch-sizes", "1,16",
            "--large-batch-sizes", "1", "--repeats", "2"),
           ("--batch-sizes", "16,64", "--large-batch-sizes", "8,32", "--repeats", "5"),
           "image tokenizer encode/decode images/s (random weights)"),
-    Bench("pretokenize", "bench_pretokenize", "--json",
+    Bench("pretokenize", "bench_pretokenize",
           ("--small-images", "256", "--var-images", "8"),
           ("--small-images", "2048", "--var-images", "256"),
           "images -> MDS shards images/s (shapes 64 px; JPEG folder at 256 px through VAR's tokenizer)"),
-    Bench("loader", "bench_loader", "--out",
+    Bench("loader", "bench_loader",
           ("--samples", "4096", "--workers", "0,2"),
           ("--samples", "16384", "--workers", "0,4"),
           "streaming loader samples/s (build_dataloader over random-code shards, 680 tokens/sample)"),
-    Bench("train", "bench_train", "--out",
+    Bench("train", "bench_train",
           ("--preset", "cpu", "--depths", "2", "--steps", "4"),
           ("--preset", "gpu", "--depths", "16", "--steps", "8"),
           "trainer tokens/s and MFU per backend (torchrun; ddp, fsdp, DeepSpeed ZeRO-1/2/3)"),
-    Bench("model", "bench_model", "--out",
+    Bench("model", "bench_model",
           ("--depths", "2,4", "--steps", "2", "--sample-masks", "markovian,markovian_prev,block_causal"),
           ("--depths", "16", "--steps", "5", "--sample-masks", "markovian,markovian_prev,block_causal"),
           "transformer train-step tokens/s per mask; sampler latency and peak memory per mask"),

@@ -22,10 +22,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from srdd_scale.analysis.bench_kit import write_report
 from srdd_scale.analysis.benchmarks import BENCHES, render_markdown
-from srdd_scale.cli import tool_command
-from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT, bench_provenance
-
+from srdd_scale.cli import entry_point, tool_command
+from srdd_scale.cli.args import non_negative_int, positive_float
+from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT
+from srdd_scale.utils.rundir import bench_provenance
 
 
 def error_summary(output: str) -> str:
@@ -37,7 +39,7 @@ def error_summary(output: str) -> str:
 
 def run_bench(bench, gpu: bool, out: Path, timeout: float, threads: int) -> dict:
     """One bench tool in a subprocess; its JSON, or its error line and output tail when it failed."""
-    cmd = [*tool_command(bench.tool), *(bench.gpu_args if gpu else bench.cpu_args), bench.out_flag, str(out)]
+    cmd = [*tool_command(bench.tool), *(bench.gpu_args if gpu else bench.cpu_args), "--out", str(out)]
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if threads:
@@ -61,13 +63,14 @@ def run_bench(bench, gpu: bool, out: Path, timeout: float, threads: int) -> dict
     return entry
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     names = [b.name for b in BENCHES]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="GPU sizes (needs CUDA)")
     parser.add_argument("--only", default=",".join(names), help=f"comma-separated subset of {', '.join(names)}")
-    parser.add_argument("--timeout", type=float, default=400, help="seconds allowed per bench")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--timeout", type=positive_float, default=400, help="seconds allowed per bench")
+    parser.add_argument("--threads", type=non_negative_int, default=None,
                         help="OMP_NUM_THREADS of every bench (default: 1 on CPU, where a shared machine's "
                         "oversubscribed OpenMP threads distort timings many-fold; unset with --gpu); 0 = unset")
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -99,16 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode, "omp_num_threads": threads or None, "benches": benches,
         "total_seconds": time.perf_counter() - started,
         "load_average_start": prov["load_average_1m"], "load_average_end": os.getloadavg()[0],
-        "provenance": prov,
         "results_file": str(results_file.relative_to(ROOT) if results_file.is_relative_to(ROOT) else results_file),
     }
-    results_file.parent.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps(collected, indent=2) + "\n")
-    markdown = render_markdown(collected)
+    write_report(collected, "bench_all", results_file, provenance=prov)
+    markdown = render_markdown({**collected, "provenance": prov})
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
     Path(args.markdown).write_text(markdown)
     print(markdown)
-    print(f"wrote {results_file} and {args.markdown}")
+    print(f"wrote {args.markdown}")
     return 0 if all("error" not in e for e in benches.values()) else 1
 
 

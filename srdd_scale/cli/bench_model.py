@@ -15,13 +15,12 @@ import contextlib
 import json
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
-from srdd_scale.cli import tool_command
+from srdd_scale.analysis.bench_kit import Column, print_table, time_call, write_report
+from srdd_scale.cli import entry_point, tool_command
+from srdd_scale.cli.args import non_negative_int, positive_int, positive_int_list
 from srdd_scale.model import ModelConfig, SamplingConfig, build_model
 from srdd_scale.model.config import MASK_MODES as MASKS, VAR_PATCH_NUMS_256
 from srdd_scale.model.flops import flops_per_image
@@ -29,13 +28,10 @@ from srdd_scale.model.loss import scale_losses
 from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, split_codes
 from srdd_scale.utils.peak_memory import PeakMemory
-from srdd_scale.utils.rundir import bench_provenance
 
-VAR_256 = ",".join(str(p) for p in VAR_PATCH_NUMS_256)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+COLUMNS = (Column("kind", "kind"), Column("depth", "depth"), Column("mask", "mask"),
+           Column("throughput", "throughput"), Column("TFLOP/s", "tflops_per_s", ".3f"),
+           Column("peak MiB", "peak_mib", ".1f"))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -49,39 +45,27 @@ def _names(text: str) -> tuple[str, ...]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depths", type=_ints, default=_ints("12,16" if cuda else "2,4"))
-    parser.add_argument("--patch-nums", type=_ints, default=_ints(VAR_256 if cuda else "1,2,3,4,6,8"))
+    parser.add_argument("--depths", type=positive_int_list, default=(12, 16) if cuda else (2, 4))
+    parser.add_argument("--patch-nums", type=positive_int_list,
+                        default=VAR_PATCH_NUMS_256 if cuda else (1, 2, 3, 4, 6, 8))
     parser.add_argument("--masks", type=_names, default=MASKS, help="mask modes for the training bench")
     parser.add_argument("--sample-masks", type=_names, default=("markovian", "block_causal"),
                         help="mask modes for the sampling bench")
-    parser.add_argument("--batch-size", type=int, default=32 if cuda else 8, help="training and sampling batch")
-    parser.add_argument("--text-len", type=int, default=32, help="caption tokens per image (random states)")
-    parser.add_argument("--text-dim", type=int, default=384, help="text encoder width (MiniLM: 384)")
-    parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=10 if cuda else 2, help="timed iterations per setting")
-    parser.add_argument("--warmup", type=int, default=3 if cuda else 1)
-    parser.add_argument("--sample-depth", type=int, default=None, help="depth for the sampling bench (default: last)")
+    parser.add_argument("--batch-size", type=positive_int, default=32 if cuda else 8,
+                        help="training and sampling batch")
+    parser.add_argument("--text-len", type=positive_int, default=32, help="caption tokens per image (random states)")
+    parser.add_argument("--text-dim", type=positive_int, default=384, help="text encoder width (MiniLM: 384)")
+    parser.add_argument("--vocab-size", type=positive_int, default=4096)
+    parser.add_argument("--steps", type=positive_int, default=10 if cuda else 2, help="timed iterations per setting")
+    parser.add_argument("--warmup", type=non_negative_int, default=3 if cuda else 1)
+    parser.add_argument("--sample-depth", type=positive_int, default=None,
+                        help="depth for the sampling bench (default: last)")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block of the training bench")
     parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_model-<utc time>.json)")
     parser.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: one 'kind:depth:mask' (CPU)
     return parser.parse_args(argv)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, args, device: torch.device) -> float:
-    """Seconds for args.steps calls of fn after args.warmup untimed ones."""
-    for _ in range(args.warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:
@@ -108,14 +92,14 @@ def bench_training(args, tokenizer, device, depth: int, mask: str) -> dict:
         loss.backward()
         optimizer.step()
 
-    elapsed = timed(step, args, device)
+    step_s = time_call(step, warmup=args.warmup, calls=args.steps).seconds
     flops = flops_per_image(model.cfg, args.patch_nums, mask, args.text_len, True, args.vocab_size,
                             tokenizer.latent_dim, args.text_dim)
     return {
         "kind": "train", "depth": depth, "mask": mask, "compile": args.compile,
         "params": sum(p.numel() for p in model.parameters()),
-        "tokens_per_s": args.batch_size * seq_len * args.steps / elapsed,
-        "step_s": elapsed / args.steps, "tflops_per_s": flops * args.batch_size * args.steps / elapsed / 1e12,
+        "tokens_per_s": args.batch_size * seq_len / step_s,
+        "step_s": step_s, "tflops_per_s": flops * args.batch_size / step_s / 1e12,
     }
 
 
@@ -133,9 +117,9 @@ def bench_sampling(args, tokenizer, device, depth: int, mask: str) -> dict:
             sample(model, tokenizer, text_states=text_states, cfg=cfg,
                    generator=torch.Generator(device=device).manual_seed(0))
 
-    elapsed = timed(run, args, device)
-    return {"kind": "sample", "depth": depth, "mask": mask, "images_per_s": args.batch_size * args.steps / elapsed,
-            "batch_s": elapsed / args.steps}
+    batch_s = time_call(run, warmup=args.warmup, calls=args.steps).seconds
+    return {"kind": "sample", "depth": depth, "mask": mask, "images_per_s": args.batch_size / batch_s,
+            "batch_s": batch_s}
 
 
 def make_tokenizer(args, device: torch.device):
@@ -164,6 +148,7 @@ def run_in_subprocess(job: tuple[str, int, str], argv: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -181,23 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_in_subprocess(job, argv) for job in jobs]
 
     print(f"device={device} patch_nums={list(args.patch_nums)} batch={args.batch_size} text_len={args.text_len}")
-    print(f"{'kind':<7}{'depth':>6}  {'mask':<15}{'throughput':>22}{'TFLOP/s':>10}{'peak MiB':>11}")
-    for r in results:
-        rate = f"{r['tokens_per_s']:.0f} tok/s" if r["kind"] == "train" else f"{r['images_per_s']:.2f} img/s"
-        tflops = f"{r['tflops_per_s']:.3f}" if "tflops_per_s" in r else "-"
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-        print(f"{r['kind']:<7}{r['depth']:>6}  {r['mask']:<15}{rate:>22}{tflops:>10}{peak:>11}")
-
-    record = {
-        "tool": "bench_model", "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
-        "device": str(device), "results": results,
-        "provenance": bench_provenance(),
-    }
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out or f"artifacts/bench/bench_model-{stamp}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    print_table([{**r, "throughput": f"{r['tokens_per_s']:.0f} tok/s" if r["kind"] == "train"
+                  else f"{r['images_per_s']:.2f} img/s"} for r in results], COLUMNS)
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}
+    write_report({"settings": settings, "device": str(device), "results": results}, "bench_model", args.out)
     return 0
 
 

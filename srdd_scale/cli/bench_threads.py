@@ -2,7 +2,7 @@
 
     python tools/bench_threads.py --assets outputs/quickstart --out bench_threads.json
 
-Each measurement runs the real tool (tools/train_tokenizer.py; torchrun tools/train.py on the quickstart's
+Each measurement runs the real tool (srdd_scale.cli.train_tokenizer; torchrun srdd_scale.cli.train on the quickstart's
 shards in ASSETS, a finished quickstart's --out folder) in a fresh process, so that the OpenMP wait policy is
 read at start-up as in real use, and takes the rate from the tool's own metrics (first window dropped as
 warm-up). The busy core is a `yes > /dev/null` process started by this tool and ended by its pid. Settings
@@ -22,15 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from srdd_scale.utils.rundir import bench_provenance
+from srdd_scale.analysis.bench_kit import write_report
+from srdd_scale.cli import entry_point, tool_command
+from srdd_scale.cli.args import positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 # (name, intra-op threads per process, OMP_WAIT_POLICY or None for OpenMP's default spin-then-sleep)
 SETTINGS = {
     "tokenizer": [("1 thread", 1, None), ("2 threads, default wait", 2, None),
                   ("2 threads, passive wait", 2, "PASSIVE")],
-    "trainer": [("1 thread/process", 1, None), ("2 threads/process, default wait", 2, None),
-                ("2 threads/process, passive wait", 2, "PASSIVE")],
+    # torchrun's default is 1 thread per process; 2 is what an inherited OMP_NUM_THREADS=2 gave before the
+    # quickstart pinned it
+    "trainer": [("1 thread/process", 1, None), ("2 threads/process, default wait", 2, None)],
 }
 
 
@@ -60,7 +63,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 def bench_tokenizer(threads: int, policy: str | None, steps: int, work: Path, timeout: float) -> dict:
     out = work / "tokenizer"
-    command = [sys.executable, "tools/train_tokenizer.py", "configs/tokenizer/shapes_64.yaml",
+    command = [*tool_command("train_tokenizer"), "configs/tokenizer/shapes_64.yaml",
                f"tokenizer_train.steps={steps}", "tokenizer_train.eval_every=0", "tokenizer_train.eval_images=8",
                "tokenizer_train.checkpoint_every=0", "tokenizer_train.log_every=10",
                f"tokenizer_train.num_threads={threads}", "--output", str(out)]
@@ -74,7 +77,8 @@ def bench_tokenizer(threads: int, policy: str | None, steps: int, work: Path, ti
 
 def bench_trainer(threads: int, policy: str | None, steps: int, work: Path, timeout: float, assets: Path) -> dict:
     tokenizer, spm, shards = assets / "tokenizer" / "tokenizer", assets / "text" / "shapes_spm.model", assets / "shards"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "tools/train.py",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "srdd_scale.cli.train",
                "configs/quickstart.yaml", "configs/train/fsdp.yaml", f"tokenizer.checkpoint={tokenizer}",
                f"text.tokenizer={spm}", f"data.train_path={shards / 'train'}",
                f"data.heldout_path={shards / 'heldout'}",
@@ -118,17 +122,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assets", help="a finished quickstart's --out folder (its tokenizer, caption model and "
                         "shards feed the trainer); without it only the tokenizer is measured")
     parser.add_argument("--workloads", default="tokenizer,trainer")
     parser.add_argument("--busy", default="0,1", help="background busy cores to measure with")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds over all settings (alternating)")
-    parser.add_argument("--tokenizer-steps", type=int, default=80)
-    parser.add_argument("--trainer-steps", type=int, default=15)
-    parser.add_argument("--timeout", type=float, default=300, help="seconds before one measurement is given up")
-    parser.add_argument("--out", default="bench_threads.json")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="rounds over all settings (alternating)")
+    parser.add_argument("--tokenizer-steps", type=positive_int, default=80)
+    parser.add_argument("--trainer-steps", type=positive_int, default=15)
+    parser.add_argument("--timeout", type=positive_float, default=300,
+                        help="seconds before one measurement is given up")
+    parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_threads-<time>.json)")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w != "trainer" or args.assets]
     results = []
@@ -139,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(measure(workload, setting, busy, args))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
-    Path(args.out).write_text(json.dumps({"bench": "threads", "provenance": bench_provenance(),
-                                          "usable_cores": len(os.sched_getaffinity(0)), "results": results}, indent=2))
+    write_report({"usable_cores": len(os.sched_getaffinity(0)), "results": results}, "bench_threads", args.out)
     return 0
 
 

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import functools
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from srdd_scale.analysis.bench_kit import Column, print_table, time_call, write_report
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_int, positive_int_list
 from srdd_scale.config import load_config
 from srdd_scale.tokenizer import build_tokenizer, load_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
-from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT, bench_provenance
+from srdd_scale.utils.rundir import PROJECT_ROOT
 
 DEFAULT_CONFIGS = ("configs/tokenizer/shapes_64.yaml", "configs/tokenizer/var_256.yaml")
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+COLUMNS = (Column("config", "config"), Column("px", "image_size"), Column("batch", "batch_size"),
+           Column("encode img/s", "encode_images_per_s", ".3g"), Column("decode img/s", "decode_images_per_s", ".3g"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,28 +34,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated tokenizer YAMLs")
     parser.add_argument("--checkpoint", default=None, help="benchmark this saved tokenizer instead of --configs")
-    parser.add_argument("--batch-sizes", type=_ints, default=_ints("1,16,64,256" if cuda else "1,8,32"),
+    parser.add_argument("--batch-sizes", type=positive_int_list, default=(1, 16, 64, 256) if cuda else (1, 8, 32),
                         help="batch sizes for configs up to 64 px")
-    parser.add_argument("--large-batch-sizes", type=_ints, default=_ints("1,8,32" if cuda else "1,2"),
+    parser.add_argument("--large-batch-sizes", type=positive_int_list, default=(1, 8, 32) if cuda else (1, 2),
                         help="batch sizes for configs above 64 px (VAR 256)")
-    parser.add_argument("--repeats", type=int, default=5 if cuda else 2, help="timed calls per measurement")
+    parser.add_argument("--repeats", type=positive_int, default=5 if cuda else 2, help="timed calls per measurement")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16" if cuda else "fp32")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_tokenizer-<time>.json)")
     return parser.parse_args(argv)
-
-
-def _timed(fn, repeats: int, device: torch.device) -> float:
-    """Seconds per call after one warm-up call."""
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
 
 
 def bench_one(name: str, tokenizer, batch_sizes, repeats: int, device: torch.device, precision: str) -> list[dict]:
@@ -69,17 +55,16 @@ def bench_one(name: str, tokenizer, batch_sizes, repeats: int, device: torch.dev
                   ).to(device)
         with autocast:
             indices = tokenizer.encode(images)
-            encode_s = _timed(lambda: tokenizer.encode(images), repeats, device)
-            decode_s = _timed(lambda: tokenizer.decode(indices), repeats, device)
+            encode = time_call(functools.partial(tokenizer.encode, images), calls=repeats)
+            decode = time_call(functools.partial(tokenizer.decode, indices), calls=repeats)
         rows.append({"config": name, "image_size": tokenizer.image_size, "batch_size": batch,
                      "tokens_per_image": tokenizer.tokens_per_image,
                      "params_m": round(sum(p.numel() for p in tokenizer.parameters()) / 1e6, 2),
-                     "encode_images_per_s": batch / encode_s, "decode_images_per_s": batch / decode_s})
-        print(f"{name:>28} {tokenizer.image_size:>5} {batch:>6} {rows[-1]['encode_images_per_s']:>12.3g} "
-              f"{rows[-1]['decode_images_per_s']:>12.3g}", flush=True)
+                     "encode_images_per_s": batch / encode.seconds, "decode_images_per_s": batch / decode.seconds})
     return rows
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -89,23 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         tokenizers = [(Path(args.checkpoint).name, load_tokenizer(args.checkpoint))]
     else:
         torch.manual_seed(0)
-        tokenizers = [(Path(p).stem, build_tokenizer(load_config([ROOT / p], [], TokenizerRunConfig).tokenizer))
+        tokenizers = [(Path(p).stem, build_tokenizer(load_config([PROJECT_ROOT / p], [], TokenizerRunConfig).tokenizer))
                       for p in args.configs.split(",")]
-    print(f"{'config':>28} {'px':>5} {'batch':>6} {'encode img/s':>12} {'decode img/s':>12}")
     rows = []
     for name, tokenizer in tokenizers:
         tokenizer = tokenizer.to(device).eval()
         sizes = args.batch_sizes if tokenizer.image_size <= 64 else args.large_batch_sizes
         rows += bench_one(name, tokenizer, sizes, args.repeats, device, args.precision)
-    report = {"bench": "tokenizer", "device": str(device), "precision": args.precision,
-              "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-              "repeats": args.repeats, "results": rows, "provenance": bench_provenance()}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out or ROOT / "artifacts" / "bench" / f"bench_tokenizer-{stamp}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print_table(rows, COLUMNS)
+    write_report({"device": str(device), "precision": args.precision, "threads": torch.get_num_threads(),
+                  "repeats": args.repeats, "results": rows}, "bench_tokenizer", args.out)
     return 0
 
 

@@ -21,13 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from srdd_scale.model.config import VAR_PATCH_NUMS_256 as VAR_256
+from srdd_scale.analysis.bench_kit import Column, print_table, write_report
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import non_negative_int, positive_int
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT
 
+COLUMNS = (Column("backend", "backend"), Column("depth", "depth"), Column("ranks", "world_size"),
+           Column("tokens/s", "tokens_per_s", ".0f"), Column("MFU", "mfu", ".2%"),
+           Column("peak GiB", "peak_memory_gib", ".2f"), Column("wall s", "wall_seconds_incl_startup", ".0f"))
 PRESETS = {
     "cpu": dict(world=2, backends=["ddp", "fsdp", "zero1", "zero2", "zero3"], depths=[2, 4], patch_nums=[1, 2, 4, 8],
                 image_size=16, micro_batch=4, steps=6, warmup=2, precision="fp32", samples=256),
-    "gpu": dict(world=1, backends=["ddp", "fsdp", "zero2"], depths=[16, 24], patch_nums=list(VAR_256),
+    "gpu": dict(world=1, backends=["ddp", "fsdp", "zero2"], depths=[16, 24], patch_nums=list(VAR_PATCH_NUMS_256),
                 image_size=256, micro_batch=32, steps=12, warmup=4, precision="bf16", samples=4096),
 }
 BACKEND_OVERRIDES = {
@@ -79,8 +85,9 @@ def write_assets(folder: Path, patch_nums: list[int], image_size: int, samples: 
 
 def worker(args: argparse.Namespace) -> None:
     """One rank: the trainer's own setup and train_step, timed without checkpoints or logging."""
+    from srdd_scale.analysis.bench_kit import time_call
     from srdd_scale.run_config import RunConfig
-    from srdd_scale.train.callbacks.speed import SpeedMonitor
+    from srdd_scale.train.callbacks.speed import SpeedMonitor, peak_memory_gib
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
@@ -88,25 +95,20 @@ def worker(args: argparse.Namespace) -> None:
     env = init_distributed()
     try:
         trainer = Trainer(cfg, env, device_for(env))
-        speed = SpeedMonitor()
+        speed = SpeedMonitor()  # its FLOP count and peak FLOP/s, so that MFU matches the trainer's logs
+        speed.on_train_start(trainer.state())
         batches = trainer.micro_batches()
-        records = []
-        for step in range(args.warmup + args.steps):
-            if step == args.warmup:
-                speed.on_train_start(trainer.state())
-            report = trainer.train_step(batches)
-            if step >= args.warmup:
-                speed.on_step_end(trainer.state(), report)
-                records.append(report.metrics)
+        losses = []
+        timing = time_call(lambda: losses.append(trainer.train_step(batches).metrics["loss"]), warmup=args.warmup,
+                           calls=args.steps)
         if env.is_main:
-            seconds = sum(r["perf/step_seconds"] for r in records)
-            images = cfg.train.global_batch_size * len(records)
+            images_per_s = cfg.train.global_batch_size / timing.seconds
             summary = {
-                "images_per_s": images / seconds,
-                "tokens_per_s": images * trainer.task.tokens_per_image / seconds,
-                "mfu": images / seconds * speed.flops_per_image / speed.cluster_peak,
-                "peak_memory_gib": max(r["perf/peak_memory_gib"] for r in records),
-                "final_loss": records[-1]["loss"],
+                "images_per_s": images_per_s,
+                "tokens_per_s": images_per_s * trainer.task.tokens_per_image,
+                "mfu": images_per_s * speed.flops_per_image / speed.cluster_peak,
+                "peak_memory_gib": peak_memory_gib(trainer.device),
+                "final_loss": losses[-1],
                 "grad_accum_steps": trainer.plan.grad_accum_steps,
             }
             Path(args.result).write_text(json.dumps(summary))
@@ -114,15 +116,16 @@ def worker(args: argparse.Namespace) -> None:
         destroy_distributed()
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--backends", nargs="+", choices=sorted(BACKEND_OVERRIDES), help="override the preset")
-    parser.add_argument("--depths", nargs="+", type=int, help="override the preset")
-    parser.add_argument("--steps", type=int, help="timed optimizer steps (override the preset)")
-    parser.add_argument("--out", default="bench_train.json", help="JSON file with every record")
+    parser.add_argument("--depths", nargs="+", type=positive_int, help="override the preset")
+    parser.add_argument("--steps", type=positive_int, help="timed optimizer steps (override the preset)")
+    parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_train-<time>.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -166,12 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                     record.update(json.loads(result.read_text()))
                 else:
                     record["error"] = (proc.stdout + proc.stderr)[-3000:]
-                print(json.dumps(record), flush=True)
+                print(f"{backend} d{depth}: {'failed' if 'error' in record else 'ok'}", flush=True)
                 records.append(record)
-    from srdd_scale.utils.rundir import bench_provenance
-
-    Path(args.out).write_text(json.dumps({"preset": args.preset, "settings": preset, "records": records,
-                                          "provenance": bench_provenance()}, indent=2))
+    print_table(records, COLUMNS)
+    write_report({"preset": args.preset, "settings": preset, "records": records}, "bench_train", args.out)
     return 0
 
 

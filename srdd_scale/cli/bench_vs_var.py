@@ -29,11 +29,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from srdd_scale.analysis.bench_kit import write_report
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_int
+from srdd_scale.model.config import VAR_PATCH_NUMS_256
 from srdd_scale.utils.peak_memory import PeakMemory
 from srdd_scale.utils.rundir import bench_provenance
 
 ROOT = Path(__file__).resolve().parents[2]
-VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 TINY = (1, 2, 3, 4)  # --tiny: a 4-scale schedule for CPU tests of the harness itself
 NUM_CLASSES = 1000
 MODEL_IMPLS = ("var", "markovian", "block_causal")
@@ -244,7 +247,7 @@ def run_case(case: str, impl: str, device: str | torch.device = "cpu", dtype: st
     if impl not in spec.impls:
         raise ValueError(f"impl {impl!r} does not apply to case {case!r}; expected one of {', '.join(spec.impls)}")
     device = torch.device(device)
-    patch_nums = TINY if tiny else VAR_256
+    patch_nums = TINY if tiny else VAR_PATCH_NUMS_256
     depth = 2 if tiny else spec.depth
     spec = Case(spec.name, spec.kind, depth, spec.batch)
     if warmup is None:  # a train step's first call allocates the optimizer state; CUDA needs warm kernels
@@ -274,15 +277,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--var-root", default=None, help="a checkout of github.com/FoundationVision/VAR")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds (order alternates); the best counts")
-    parser.add_argument("--steps", type=int, default=1, help="timed steps per process")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="rounds (order alternates); the best counts")
+    parser.add_argument("--steps", type=positive_int, default=1, help="timed steps per process")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast on both sides")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads per process")
     parser.add_argument("--tiny", action="store_true", help="d2 and a 4-scale schedule (tests of the harness)")
     parser.add_argument("--label", default="latest", help="table label in docs/benchmarks.md (e.g. before, after)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench_vs_var-<label>-<device>.json)")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file for the table ('' = none)")
+    parser.add_argument("--out", default=None,
+                        help="JSON path (default benchmarks/results/bench_vs_var-<label>-<device>.json)")
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"),
+                        help="markdown file for the table ('' = none)")
     parser.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: one 'case:impl' per process
     return parser.parse_args(argv)
 
@@ -362,6 +367,29 @@ def write_doc_section(doc: Path, label: str, table: str) -> None:
     doc.write_text(text)
 
 
+def write_results(args: argparse.Namespace, runs: list[dict], rounds_done: int, out: Path) -> None:
+    """JSON and the doc table of the runs done so far (rewritten after every process: a stopped run keeps them)."""
+    best = best_of(runs)
+    prov = bench_provenance()
+    var_commit = subprocess.run(["git", "-C", args.var_root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip() or None
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
+    machine = prov["machine"]
+    header = (f"**{args.label}** ({prov['time_utc']}, {device_name}, {args.dtype}, host `{machine['hostname']}` "
+              f"({machine['cpu_count']} cores, {machine['platform']}), commit `{str(prov['git_commit'])[:12]}`"
+              f"{' + uncommitted changes' if prov['git_dirty'] else ''}, VAR `{str(var_commit)[:12]}`, "
+              f"torch {torch.__version__}; best of {rounds_done} alternating round(s), {args.steps} timed step(s) per "
+              f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
+              f"load = 1-min load average at the start of each process, on a machine shared by 8 engineers)")
+    table = render_table(best, header)
+    write_report({"settings": {k: v for k, v in vars(args).items() if k != "job"}, "var_commit": var_commit,
+                  "rounds_done": rounds_done, "runs": runs, "best": list(best.values())}, "bench_vs_var", out,
+                 provenance=prov)
+    if args.doc:
+        write_doc_section(Path(args.doc), args.label, table)
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.var_root is None:
@@ -376,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown case(s) {unknown}; expected some of {', '.join(CASES)}", file=sys.stderr)
         return 2
     jobs = [(name, impl) for name in names for impl in CASES[name].impls]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench_vs_var-{args.label}-{args.device}-{stamp}.json")
     runs = []
     for round_index in range(args.rounds):
         for case, impl in (jobs if round_index % 2 == 0 else jobs[::-1]):
@@ -384,30 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             mem = "-" if run["peak_mib"] is None else f"{run['peak_mib']:.0f}"
             print(f"round {round_index} {case:<15} {impl:<13} {run['seconds']:8.3f} s  {mem:>6} MiB  "
                   f"load {run['load_average_1m']:.1f}", flush=True)
-    best = best_of(runs)
-    prov = bench_provenance()
-    var_commit = subprocess.run(["git", "-C", args.var_root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip() or None
-    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
-    machine = prov["machine"]
-    header = (f"**{args.label}** ({prov['time_utc']}, {device_name}, {args.dtype}, host `{machine['hostname']}` "
-              f"({machine['cpu_count']} cores, {machine['platform']}), commit `{str(prov['git_commit'])[:12]}`"
-              f"{' + uncommitted changes' if prov['git_dirty'] else ''}, VAR `{str(var_commit)[:12]}`, "
-              f"torch {torch.__version__}; best of {args.rounds} alternating rounds, {args.steps} timed step(s) per "
-              f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
-              f"load = 1-min load average at the start of each process, on a machine shared by 8 engineers)")
-    table = render_table(best, header)
-    print(table)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench_vs_var-{args.label}-{args.device}-{stamp}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"tool": "bench_vs_var", "settings": {k: v for k, v in vars(args).items() if k != "job"},
-              "var_commit": var_commit, "runs": runs, "best": list(best.values()), "provenance": prov}
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
-    if args.doc:
-        write_doc_section(Path(args.doc), args.label, table)
-        print(f"updated {args.doc} ({args.label})")
+            write_results(args, runs, rounds_done=round_index + 1, out=out)
+    print(render_table(best_of(runs), f"wrote {out}" + (f" and the '{args.label}' table of {args.doc}" if args.doc else "")))
     return 0
 
 

@@ -26,7 +26,8 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from srdd_scale.cli import tool_command
+from srdd_scale.cli import entry_point, tool_command
+from srdd_scale.cli.args import positive_float, positive_int
 from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT
 
 TOKENIZER_YAML = ROOT / "configs" / "tokenizer" / "shapes_64.yaml"
@@ -41,10 +42,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--work", default=str(ROOT / "artifacts" / "compare_masks"),
                         help="folder for tokenizers, shards, runs, exports and results")
     parser.add_argument("--tokenizer", default=None, help="saved image tokenizer folder (default: train one)")
-    parser.add_argument("--tokenizer-minutes", type=float, default=3.0,
+    parser.add_argument("--tokenizer-minutes", type=positive_float, default=3.0,
                         help="budget of the shapes_64 tokenizer trained when --tokenizer is not given")
     parser.add_argument("--masks", default=",".join(defaults.masks), help="comma-separated mask modes")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="OMP/torch threads of the training and sampling processes (on a shared CPU machine, "
                         "oversubscribed OpenMP threads run many times slower than one)")
     for field in fields(defaults):
@@ -166,6 +167,7 @@ def run_sample_job(export_dir: Path, argv: list[str], env: dict) -> dict:
     return result
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, settings = parse_args(argv)

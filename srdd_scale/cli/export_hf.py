@@ -13,9 +13,12 @@ import argparse
 import json
 import sys
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import non_negative_int
 from srdd_scale.model import SamplingConfig
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
@@ -28,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     defaults = SamplingConfig()
     parser.add_argument("--cfg", type=float, default=defaults.cfg_scale, help="default CFG scale to record")
-    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="default top-k to record (0 = off)")
+    parser.add_argument("--top-k", type=non_negative_int, default=defaults.top_k,
+                        help="default top-k to record (0 = off)")
     parser.add_argument("--top-p", type=float, default=defaults.top_p, help="default top-p to record (1 = off)")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ from srdd_scale.model import ModelConfig, build_model
 from srdd_scale.model.config import VAR_PATCH_NUMS_256
 from srdd_scale.train.callbacks.hardware import device_peak_flops
 from srdd_scale.utils.rundir import bench_provenance
+from srdd_scale.cli import entry_point
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,7 @@ SECTIONS = {"train": train_steps, "attention": attention_paths, "sampling": samp
             "planner": planner_against_measured}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_int
 from srdd_scale.data.fashion_mnist import DEFAULT_ROOT, write_split_folder
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="folder holding the four idx .gz files")
     parser.add_argument("--output", required=True, help="writes OUTPUT/train and OUTPUT/test")
-    parser.add_argument("--train-limit", type=int, help="first N training images (default: all 60000)")
-    parser.add_argument("--test-limit", type=int, help="first N test images (default: all 10000)")
+    parser.add_argument("--train-limit", type=positive_int, help="first N training images (default: all 60000)")
+    parser.add_argument("--test-limit", type=positive_int, help="first N test images (default: all 10000)")
     args = parser.parse_args(argv)
     try:
         for split, limit in (("train", args.train_limit), ("test", args.test_limit)):

@@ -23,6 +23,7 @@ from srdd_scale.analysis.layout_plan import (
     GIB, StepMemory, build_meta_model, deepspeed_zero3_estimate, largest_micro_batch, model_counts, plan_step,
     render_plan_table, text_width)
 from srdd_scale.run_config import RunConfig
+from srdd_scale.cli import entry_point
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID_DEPTHS = (16, 20, 24, 30, 36)
@@ -117,6 +118,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)

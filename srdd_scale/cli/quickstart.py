@@ -33,10 +33,10 @@ from srdd_scale.utils.threads import stage_threads, usable_cores, use_passive_wa
 
 use_passive_wait()  # OpenMP reads it once, when torch loads: before the imports below bring torch in
 
-from srdd_scale.cli import tool_command  # noqa: E402
-from srdd_scale.run_config import RunConfig  # noqa: E402
+from srdd_scale.cli import entry_point, tool_command  # noqa: E402
 from srdd_scale.quickstart import gates  # noqa: E402
 from srdd_scale.quickstart.summary import summary_figure, summary_markdown  # noqa: E402
+from srdd_scale.run_config import RunConfig  # noqa: E402
 from srdd_scale.tokenizer.api import RUN_SUBFOLDER, WEIGHTS_FILE, saved_tokenizer_path  # noqa: E402
 from srdd_scale.utils.rundir import run_dir_for  # noqa: E402
 
@@ -204,6 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
@@ -232,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = run_dir_for(cfg, cfg.logging.output_dir, cfg.logging.run_name)
     final_ckpt = run_dir / "checkpoints" / f"step_{cfg.train.total_steps:08d}" / "COMPLETE"
     runner = Runner(args.threads, use_gates=not args.no_gates)
-    resume = "re-run the same command: finished stages are reused and this one starts again"
 
     def tokenizer_gate() -> gates.GateResult:
         final_metrics = tokenizer.parent / "final_metrics.json"

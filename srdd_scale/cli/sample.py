@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import non_negative_int, positive_int
+
 
 def read_prompts(args) -> list[dict]:
     """[{"prompt": str, "attrs": dict}] or [{"class_id": int}] from the command line, times --num."""
@@ -61,6 +64,7 @@ def outpaint_mask(size: int, keep_fraction: float) -> torch.Tensor:
     return keep
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="exported folder (tools/export_hf.py)")
@@ -68,17 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--prompt", action="append", help="a caption (repeat for several)")
     what.add_argument("--prompts-file", help=".txt (a prompt a line) or .jsonl ({'prompt', 'attrs'} a line)")
     what.add_argument("--class-ids", help="comma-separated class ids (class-conditional models)")
-    parser.add_argument("--num", type=int, default=1, help="images per prompt / class id")
+    parser.add_argument("--num", type=positive_int, default=1, help="images per prompt / class id")
     parser.add_argument("--cfg", type=float, help="CFG scale (default: generation_config.json)")
     parser.add_argument("--cfg-schedule", choices=("linear", "constant"))
-    parser.add_argument("--top-k", type=int, help="0 = off")
+    parser.add_argument("--top-k", type=non_negative_int, help="0 = off")
     parser.add_argument("--top-p", type=float, help="1 = off")
     parser.add_argument("--temperature", type=float)
-    parser.add_argument("--mr-steps", type=int, help="mask-resampling rounds per scale (docs/method.md §6.5)")
+    parser.add_argument("--resample", choices=("none", "simple", "mask"),
+                        help="resampling inside each scale: simple (SR, --sr-steps) or mask (MR, --mr-steps)")
+    parser.add_argument("--sr-steps", type=non_negative_int,
+                        help="simple-resampling forwards per scale (docs/method.md §6.4)")
+    parser.add_argument("--mr-steps", type=non_negative_int,
+                        help="mask-resampling rounds per scale (docs/method.md §6.5)")
     parser.add_argument("--p-resample", type=float, help="mask-resampling probability threshold")
     parser.add_argument("--schedule", help="comma-separated subset of the model's patch_nums (default: all of them)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", required=True, help="output folder")
     edit = parser.add_mutually_exclusive_group()
@@ -99,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = tuple(int(p) for p in args.schedule.split(",")) if args.schedule else None
     pipe = SRDDPipeline.from_pretrained(args.model, device=args.device, patch_nums=schedule)
     names = {"cfg": "cfg_scale", "cfg_schedule": "cfg_schedule", "top_k": "top_k", "top_p": "top_p",
-             "temperature": "temperature", "mr_steps": "mr_steps", "p_resample": "p_resample"}
+             "temperature": "temperature", "resample": "resample", "sr_steps": "sr_steps", "mr_steps": "mr_steps",
+             "p_resample": "p_resample"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     items = read_prompts(args)
     prompts = [item["prompt"] for item in items] if "prompt" in items[0] else None

@@ -14,22 +14,20 @@ import sys
 from pathlib import Path
 
 from srdd_scale.analysis.scaling_guide import GuideSettings, render_markdown, scaling_guide
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_float, positive_int, positive_int_list
 from srdd_scale.utils.rundir import PROJECT_ROOT as ROOT
 
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     defaults = GuideSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depths", type=_ints, default=defaults.depths)
-    parser.add_argument("--gpus", type=_ints, default=defaults.gpus, help="GPU counts of the memory table")
-    parser.add_argument("--text-dim", type=int, default=defaults.text_dim)
-    parser.add_argument("--text-len", type=int, default=defaults.text_len)
-    parser.add_argument("--gpu-memory-gib", type=float, default=defaults.gpu_memory_gib)
+    parser.add_argument("--depths", type=positive_int_list, default=defaults.depths)
+    parser.add_argument("--gpus", type=positive_int_list, default=defaults.gpus, help="GPU counts of the memory table")
+    parser.add_argument("--text-dim", type=positive_int, default=defaults.text_dim)
+    parser.add_argument("--text-len", type=positive_int, default=defaults.text_len)
+    parser.add_argument("--gpu-memory-gib", type=positive_float, default=defaults.gpu_memory_gib)
     parser.add_argument("--out-md", default=str(ROOT / "docs" / "scaling_guide.md"))
     parser.add_argument("--out-json", default=None, help="default: --out-md with .json")
     parser.add_argument("--layout-plan", default=str(ROOT / "docs" / "layout_plan.json"),

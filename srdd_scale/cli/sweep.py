@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import sys
 
+from srdd_scale.cli import entry_point
 from srdd_scale.config import ConfigError, add_config_args, config_from_args, parse_config_args
 from srdd_scale.sweep.config import SweepConfig
 from srdd_scale.sweep.fit import FitError
@@ -36,6 +37,7 @@ def _fit(sweep: SweepConfig) -> int:
     return 0
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"

@@ -11,14 +11,17 @@ import argparse
 import json
 import sys
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_int
 from srdd_scale.config import add_config_args, config_from_args, parse_config_args
 from srdd_scale.run_config import RunConfig
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--stop-at-step", type=int, default=None,
+    parser.add_argument("--stop-at-step", type=positive_int, default=None,
                         help="save a checkpoint and exit 0 once this many steps are done (the run stays resumable)")
     args = parse_config_args(parser, argv)
     cfg = config_from_args(args, RunConfig)

@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import sys
 
+from srdd_scale.cli import entry_point
+from srdd_scale.cli.args import positive_int
 from srdd_scale.config import ConfigError, add_config_args, config_from_args, parse_config_args
 from srdd_scale.data.pretokenize import PretokenizeConfig
 from srdd_scale.data.sources import iter_captions
@@ -19,13 +21,14 @@ from srdd_scale.run_config import RunConfig
 from srdd_scale.text import load_text_tokenizer, train_sentencepiece
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--input", help="image folder, .tar shard(s) or glob (sets data.input)")
     parser.add_argument("--output", required=True, help="model prefix: writes OUTPUT.model and OUTPUT.vocab")
-    parser.add_argument("--vocab-size", type=int, help="target vocabulary (default: text.vocab_size)")
-    parser.add_argument("--max-captions", type=int, default=1_000_000, help="captions read from the corpus")
+    parser.add_argument("--vocab-size", type=positive_int, help="target vocabulary (default: text.vocab_size)")
+    parser.add_argument("--max-captions", type=positive_int, default=1_000_000, help="captions read from the corpus")
     parser.add_argument("--seed", type=int, default=0, help="sentencepiece sampling seed")
     args = parse_config_args(parser, argv)
     if args.input:

@@ -15,11 +15,13 @@ import argparse
 import json
 import sys
 
+from srdd_scale.cli import entry_point
 from srdd_scale.config import add_config_args, config_from_args, parse_config_args
 from srdd_scale.tokenizer.config import TokenizerRunConfig
 from srdd_scale.tokenizer.train import train_tokenizer
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)

@@ -26,6 +26,11 @@ class DataConfig:
     resize_ratio: float = 1.125  # short side is resized to round(resize_ratio * image_size), then centre-cropped
     min_size: int = 0  # images whose short side is below this are skipped as `too_small` (0: keep all)
     max_image_pixels: int = 89_478_485  # larger images are skipped as `decompression_bomb` (Pillow's default)
+    # --- class labels and captions (class-conditional and unconditional corpora; docs/reproduction.md)
+    class_labels: bool = False  # folder: ImageFolder root/<class>/*; webdataset: KEY.cls or KEY.json "label"
+    num_classes: int = 0  # webdataset labels without a classes.txt/.json: ids 0..num_classes-1 (names = ids)
+    captions: bool = True  # false: no caption is read or tokenized (class-only or unconditional corpora)
+    class_caption: str = ""  # e.g. "a photo of a {name}": caption of a labelled image that has none of its own
     # --- caps on hostile inputs (checked before anything is decoded or read whole)
     max_aspect_ratio: float = 20.0  # long side / short side above this is skipped as `extreme_aspect_ratio`
     max_file_bytes: int = 1 << 26  # image/caption files and tar members above this are skipped as `file_too_large`
@@ -56,6 +61,14 @@ class DataConfig:
                     "shuffle_block_size", "num_workers", "predownload"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key}={getattr(self, key)}: expected >= 0")
+        if self.num_classes < 0:
+            raise ConfigError(f"data.num_classes={self.num_classes}: expected >= 0 (0: from classes.txt/.json)")
+        if self.class_caption and not (self.class_labels and self.captions):
+            raise ConfigError(f"data.class_caption={self.class_caption!r} needs data.class_labels=true and "
+                              "data.captions=true (it is made from each image's class name)")
+        if self.class_caption and "{name}" not in self.class_caption:
+            raise ConfigError(f"data.class_caption={self.class_caption!r}: expected a template with {{name}}, "
+                              "e.g. 'a photo of a {name}'")
         require(self.max_aspect_ratio >= 1, "data.max_aspect_ratio", self.max_aspect_ratio, "a ratio >= 1")
         for key in ("max_image_pixels", "max_file_bytes", "max_caption_bytes", "encode_batch_size",
                     "shard_size_limit"):

@@ -1,7 +1,8 @@
-"""Fashion-MNIST's idx files -> image folders with captions, so that every tool can read real images.
+"""Fashion-MNIST's idx files -> image folders with captions and class labels, so every tool can read real images.
 
 The Debian package `dataset-fashion-mnist` installs the four original idx `.gz` files; the folder
-format (PNGs + `captions.jsonl`) is the one `data.source=folder` reads.
+format (ImageFolder class sub-folders + classes.txt + `captions.jsonl`) is the one `data.source=folder` reads,
+with or without ``data.class_labels``.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def write_split_folder(root: str | Path, split: str, output: str | Path, limit: int | None = None) -> int:
-    """Write the first `limit` images of `split` as PNGs + captions ("a photo of a sneaker"); returns the count."""
+    """Write the first `limit` images of `split` as an ImageFolder (OUTPUT/<class name>/<split>_NNNNN.png)
+    with classes.txt in Fashion-MNIST's own id order and captions.jsonl ("a photo of a sneaker"); returns
+    the count. Read it with captions, or with ``data.class_labels=true`` for class-conditional training."""
     if split not in SPLIT_FILES:
         raise ValueError(f"split={split!r}: expected one of {sorted(SPLIT_FILES)}")
     image_file, label_file = (Path(root) / name for name in SPLIT_FILES[split])
@@ -47,12 +50,16 @@ def write_split_folder(root: str | Path, split: str, output: str | Path, limit: 
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"{image_file} / {label_file}: expected N x H x W images and N labels, "
                          f"got shapes {images.shape} and {labels.shape}")
+    if labels.max(initial=0) >= len(CLASS_NAMES):
+        raise ValueError(f"{label_file}: label {int(labels.max())} is outside 0..{len(CLASS_NAMES) - 1}")
     count = len(images) if limit is None else min(limit, len(images))
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    for name in CLASS_NAMES:
+        (output / name).mkdir(parents=True, exist_ok=True)
+    (output / "classes.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
     records = []
     for i in range(count):
-        name = f"{split}_{i:05d}.png"
+        name = f"{CLASS_NAMES[int(labels[i])]}/{split}_{i:05d}.png"
         Image.fromarray(images[i], mode="L").save(output / name)
         records.append({"image": name, "caption": f"a photo of a {CLASS_NAMES[int(labels[i])]}"})
     # the caption file is what makes the folder a data set, so it is written last and whole

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streaming import StreamingDataset
 
 from srdd_scale.config import ConfigError
+from srdd_scale.data.classes import check_class_labels
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.mds import META_FILE, CorruptShardError, check_meta, verify_shards
 from srdd_scale.text.tokenizer import pad_text_ids
@@ -54,6 +56,26 @@ class CollateCodes:
         text_ids, text_mask = pad_text_ids([s["text_ids"] for s in samples], self.pad_id, self.text_length)
         class_ids = torch.tensor([int(s["class_id"]) for s in samples], dtype=torch.long)
         return {"codes": codes, "text_ids": text_ids, "text_mask": text_mask, "class_ids": class_ids}
+
+
+class CheckedStreamingDataset(StreamingDataset):
+    """A StreamingDataset whose download failures reach the reader.
+
+    streaming ends an epoch early and silently when a shard's download or checksum fails in its
+    background thread (the exception only goes to a log); here that epoch raises CorruptShardError instead.
+    """
+
+    def on_exception(self, future) -> None:
+        if future.exception() is not None:
+            self._thread_error = future.exception()
+        super().on_exception(future)
+
+    def __iter__(self):
+        yield from super().__iter__()
+        error = getattr(self, "_thread_error", None)
+        if error is not None or (hasattr(self, "_event") and self._event.is_set()):
+            source = self.streams[0].remote or self.streams[0].local
+            raise CorruptShardError(f"{source}: reading a shard failed ({type(error).__name__}: {error})")
 
 
 def _mapped_shm_prefixes() -> set[str]:
@@ -129,14 +151,15 @@ def _fetch_meta(local: str, remote: str | None) -> None:
 
 
 def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: int, expected_meta: dict,
-                     num_workers: int | None = None):
+                     num_workers: int | None = None, model_classes: int = 0):
     """A ``StreamingDataLoader`` over the split's shards, after checking their meta.json.
 
     ``batch_size`` is per rank; ranks read disjoint samples (streaming reads RANK/WORLD_SIZE).
     The training split is shuffled with ``seed`` and drops its last partial batch; the loader's
     ``state_dict()``/``load_state_dict()`` resume mid-epoch, also on another world size.
+    ``model_classes`` > 0 (a class-conditional model) refuses shards without labels or with more classes.
     """
-    from streaming import StreamingDataLoader, StreamingDataset
+    from streaming import StreamingDataLoader
 
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: expected a positive integer")
@@ -144,6 +167,7 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     local, remote = _local_and_remote(data_cfg, path)
     _fetch_meta(local, remote)
     meta = check_meta(local, expected_meta)
+    check_class_labels(meta, model_classes, local)
     full_hash = data_cfg.verify_shards == "hash"
     first_on_node = dist_env_from_environ().local_rank == 0
     if remote is None or "://" not in remote:  # the shards are on a filesystem here: check them before reading
@@ -151,7 +175,7 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     if first_on_node:
         release_stale_shared_memory()
     train = split == "train"
-    dataset = StreamingDataset(
+    dataset = CheckedStreamingDataset(
         local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle, shuffle_seed=seed,
         shuffle_block_size=data_cfg.shuffle_block_size or None, predownload=data_cfg.predownload or None,
         validate_hash="xxh64" if full_hash and remote is not None else None,  # checked as each shard arrives

@@ -145,10 +145,15 @@ def check_meta(folder: str | os.PathLike, expected: dict) -> dict:
     return meta
 
 
-def open_writer(folder: str | os.PathLike, size_limit: int):
-    """An MDSWriter with the contract columns, zstd compression and sha1+xxh64 hashes."""
-    return MDSWriter(out=str(folder), columns=COLUMNS, compression="zstd", hashes=["sha1", "xxh64"],
-                     size_limit=size_limit)
+def open_writer(folder: str | os.PathLike, size_limit: int, remote: str | None = None):
+    """An MDSWriter with the contract columns, zstd compression and sha1+xxh64 hashes.
+
+    With ``remote`` (an object-store URI), each shard is uploaded there as soon as it is full and its
+    local copy deleted, so a part never needs more local disk than a few shards.
+    """
+    out = (str(folder), remote) if remote else str(folder)
+    return MDSWriter(out=out, columns=COLUMNS, compression="zstd", hashes=["sha1", "xxh64"], size_limit=size_limit,
+                     exist_ok=bool(remote))
 
 
 def sample_record(codes: np.ndarray, text_ids: np.ndarray, caption: str, key: str, class_id: int,

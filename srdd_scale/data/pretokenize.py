@@ -8,7 +8,6 @@ parts' index.json files into one dataset index at the output root.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -25,19 +24,25 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from srdd_scale.config import ConfigError
+from srdd_scale.data.classes import class_meta
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.mds import (
     COMPLETE_FILE, META_FILE, STATS_FILE, ShardMismatchError, open_writer, read_meta, sample_record,
     tokenizer_meta, write_json,
 )
 from srdd_scale.data.preprocess import SkipSample, image_to_uint8, uint8_to_tensor
-from srdd_scale.data.sources import CAPTION_TRUNCATED, iter_refs, list_inputs, part_slice, resolve_source
-from srdd_scale.data import shapes
+from srdd_scale.data.sources import (
+    CAPTION_TRUNCATED, class_names, iter_refs, list_inputs, part_slice, resolve_source,
+)
+from srdd_scale.data import shapes, storage
 from srdd_scale.text.config import TextConfig
 from srdd_scale.tokenizer import TokenizerConfig, flatten_codes
+from srdd_scale.utils.os_errors import describe_os_error
 from srdd_scale.utils.logging import get_logger, progress
 
 log = get_logger(__name__)
+# text_ids of a corpus without captions (data.captions=false): one 0, since MDS cannot store an empty array.
+NO_TEXT_IDS = np.zeros(1, dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,42 @@ class PretokenizeConfig:
         self.text.validate()
 
 
+def part_name(shard_index: int, num_shards: int) -> str:
+    return f"part-{shard_index:05d}-of-{num_shards:05d}"
+
+
 def part_dir(output: str | Path, shard_index: int, num_shards: int) -> Path:
-    return Path(output) / f"part-{shard_index:05d}-of-{num_shards:05d}"
+    """The local folder of one part: under ``output``, or under its staging mirror for a remote ``output``."""
+    return local_root(output) / part_name(shard_index, num_shards)
+
+
+def local_root(output: str | Path) -> Path:
+    """``output`` itself, or for an object-store URI the local folder mirroring its small files."""
+    return storage.staging_dir(str(output)) if storage.is_remote(output) else Path(output)
+
+
+_MARKERS = (COMPLETE_FILE, META_FILE, STATS_FILE)
+
+
+def _mirror(output: str, names: tuple[str, ...], *subdirs: str) -> None:
+    """Refresh the local mirror of remote ``output/subdirs.../names`` (absent objects leave no file)."""
+    for name in names:
+        storage.fetch(storage.join(output, *subdirs, name), local_root(output).joinpath(*subdirs, name))
+
+
+def _publish(output: str | Path, folder: Path, names: tuple[str, ...]) -> None:
+    """Upload ``folder``'s ``names`` (in order: the marker last) when ``output`` is remote."""
+    if storage.is_remote(output):
+        remote_dir = storage.join(str(output), *folder.relative_to(local_root(output)).parts)
+        for name in names:
+            storage.upload(folder / name, remote_dir)
+
+
+def part_complete(output: str | Path, shard_index: int, num_shards: int) -> bool:
+    folder = part_dir(output, shard_index, num_shards)
+    if storage.is_remote(output):
+        _mirror(str(output), (COMPLETE_FILE,), folder.name)
+    return (folder / COMPLETE_FILE).is_file()
 
 
 class OutputError(RuntimeError):
@@ -65,10 +104,6 @@ class OutputError(RuntimeError):
 _PART_NAME = re.compile(r"^part-\d{5}-of-\d{5}$")
 _ROOT_FILES = ("index.json", META_FILE, STATS_FILE, COMPLETE_FILE)
 # Failures of the output, not of a record: a file where a folder should be, no permission, no space.
-_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
-                  errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
-
-
 def _settings(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k != "num_samples"}
 
@@ -145,11 +180,15 @@ def prepare_output(output: str | Path, expected_meta: dict, overwrite: bool = Fa
 def source_meta(cfg: DataConfig, split: str) -> dict:
     """meta.json entries describing what was read and how it was preprocessed."""
     source = resolve_source(cfg)
-    return {
+    meta = {
         "source": f"synthetic:{split}:seed={cfg.seed}" if source == "synthetic" else f"{source}:{cfg.input}",
         "preprocess": {"resize_ratio": cfg.resize_ratio, "min_size": cfg.min_size},
-        "num_classes": shapes.NUM_CLASSES if source == "synthetic" else 0,  # class ids: shapes.class_id
     }
+    if source == "synthetic":
+        return meta | {"num_classes": shapes.NUM_CLASSES}  # class ids: shapes.class_id
+    if cfg.class_caption:
+        meta["class_caption"] = cfg.class_caption
+    return meta | class_meta(class_names(cfg))
 
 
 @dataclass
@@ -221,6 +260,10 @@ def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer
     :func:`prepare_output`; ``overwrite`` replaces it).
     """
     folder = part_dir(output, shard_index, num_shards)
+    if storage.is_remote(output):
+        shutil.rmtree(folder, ignore_errors=True)
+        _mirror(str(output), (META_FILE, "index.json"))  # what prepare_output judges
+        _mirror(str(output), _MARKERS, folder.name)  # a part finished by an earlier run
     if image_tokenizer.image_size != cfg.data.image_size:
         raise ConfigError(
             f"data.image_size={cfg.data.image_size} but the image tokenizer encodes "
@@ -229,16 +272,17 @@ def pretokenize_part(cfg: PretokenizeConfig, output: str | Path, image_tokenizer
     refs = part_slice(list_inputs(cfg.data, split), shard_index, num_shards)
     expected = tokenizer_meta(image_tokenizer, text_tokenizer) | source_meta(cfg.data, split)
     try:
-        return _run_part(cfg, folder, refs, expected, image_tokenizer, text_tokenizer, split, shard_index,
-                         num_shards, device, overwrite)
+        return _run_part(cfg, str(output), folder, refs, expected, image_tokenizer, text_tokenizer, split,
+                         shard_index, num_shards, device, overwrite)
     except OSError as err:
-        if err.errno not in _OUTPUT_ERRNOS:
+        message = describe_os_error(err, fallback_path=folder)
+        if message is None:
             raise
-        raise OutputError(f"cannot write {err.filename or folder}: {err.strerror or err}") from None
+        raise OutputError(f"cannot write {message}") from None
 
 
-def _run_part(cfg: PretokenizeConfig, folder: Path, refs, expected: dict, image_tokenizer, text_tokenizer,
-              split: str, shard_index: int, num_shards: int, device, overwrite: bool) -> dict:
+def _run_part(cfg: PretokenizeConfig, output: str, folder: Path, refs, expected: dict, image_tokenizer,
+              text_tokenizer, split: str, shard_index: int, num_shards: int, device, overwrite: bool) -> dict:
     prepare_output(folder.parent, expected, overwrite)
     if _finished(folder, expected):
         log.info("%s is complete, skipping", folder)
@@ -255,20 +299,23 @@ def _run_part(cfg: PretokenizeConfig, folder: Path, refs, expected: dict, image_
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, min(threads, cores - workers)))
     try:
-        stats = _write_part(cfg, folder, refs, split, image_tokenizer, text_tokenizer, device, shard_index,
+        remote = storage.join(output, folder.name) if storage.is_remote(output) else None
+        stats = _write_part(cfg, folder, remote, refs, split, image_tokenizer, text_tokenizer, device, shard_index,
                             num_shards)
     finally:
         torch.set_num_threads(threads)
+    folder.mkdir(parents=True, exist_ok=True)  # a remote writer removes its local folder when done
     write_json(folder / META_FILE, expected | {"num_samples": stats["written"]})
     write_json(folder / STATS_FILE, stats)
     (folder / COMPLETE_FILE).write_text(f"{stats['written']}\n")  # last: the part is now trusted
+    _publish(output, folder, _MARKERS[1:] + _MARKERS[:1])
     log.info("%s: wrote %d samples, skipped %s, %.1f images/s", folder, stats["written"], stats["skipped"],
              stats["images_per_s"])
     return stats
 
 
-def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_tokenizer, text_tokenizer,
-                device, shard_index: int, num_shards: int) -> dict:
+def _write_part(cfg: PretokenizeConfig, folder: Path, remote: str | None, refs, split: str, image_tokenizer,
+                text_tokenizer, device, shard_index: int, num_shards: int) -> dict:
     stream = _DecodeStream(cfg.data, refs, split, image_tokenizer.image_size)
     workers = cfg.data.decode_workers
     loader = DataLoader(stream, batch_size=cfg.data.encode_batch_size, num_workers=workers, collate_fn=_collate,
@@ -278,7 +325,7 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_to
     start = time.perf_counter()
     total = len(refs) if resolve_source(cfg.data) != "webdataset" else None
     bar = progress(total=total, unit="img", desc=f"{split} part {shard_index + 1}/{num_shards}")
-    with open_writer(folder, cfg.data.shard_size_limit) as writer:
+    with open_writer(folder, cfg.data.shard_size_limit, remote) as writer:
         for batch in loader:
             for key, reason in batch["skipped"]:
                 skipped[reason] += 1
@@ -288,7 +335,8 @@ def _write_part(cfg: PretokenizeConfig, folder: Path, refs, split: str, image_to
             if good:
                 images = uint8_to_tensor(batch["pixels"]).to(device, non_blocking=True)
                 codes = flatten_codes(image_tokenizer.encode(images)).cpu().numpy().astype(np.uint16)
-                text_ids = text_tokenizer.encode([item.caption for item in good])
+                text_ids = (text_tokenizer.encode([item.caption for item in good]) if text_tokenizer is not None
+                            else [NO_TEXT_IDS] * len(good))
                 for item, item_codes, item_text in zip(good, codes, text_ids):
                     writer.write(sample_record(item_codes, item_text, item.caption, item.key, item.class_id,
                                                item.attrs))
@@ -317,8 +365,13 @@ def merge_parts(output: str | Path, num_shards: int) -> dict:
     """Join the ``num_shards`` complete parts under ``output`` into one index.json + meta.json + stats.json."""
     from streaming.base.util import merge_index
 
-    output = Path(output)
+    remote = str(output) if storage.is_remote(output) else None
+    root = local_root(output)
     parts = [part_dir(output, i, num_shards) for i in range(num_shards)]
+    if remote:
+        for part in parts:
+            shutil.rmtree(part, ignore_errors=True)
+            _mirror(remote, _MARKERS, part.name)
     missing = [p.name for p in parts if not (p / COMPLETE_FILE).is_file()]
     if missing:
         raise RuntimeError(
@@ -331,10 +384,13 @@ def merge_parts(output: str | Path, num_shards: int) -> dict:
         if {k: v for k, v in meta.items() if k != "num_samples"} != base:
             raise ShardMismatchError(f"{part} was made with other settings than {parts[0]}; cannot merge them")
     for name in (COMPLETE_FILE, "index.json"):
-        (output / name).unlink(missing_ok=True)
+        (root / name).unlink(missing_ok=True)
     logging.disable(logging.WARNING)  # merge_index warns about its own temp folder on every call
     try:
-        merge_index([str(p / "index.json") for p in parts], str(output))
+        if remote:  # reads the parts' index.json from the store, uploads the merged one
+            merge_index([storage.join(remote, p.name, "index.json") for p in parts], (str(root), remote))
+        else:
+            merge_index([str(p / "index.json") for p in parts], str(root))
     finally:
         logging.disable(logging.NOTSET)
     part_stats = [read_stats(p) for p in parts]
@@ -350,7 +406,8 @@ def merge_parts(output: str | Path, num_shards: int) -> dict:
         "images_per_s": round(sum(s["images_per_s"] for s in part_stats), 2),
         "part_images_per_s": [s["images_per_s"] for s in part_stats],
     }
-    write_json(output / META_FILE, base | {"num_samples": stats["written"]})
-    write_json(output / STATS_FILE, stats)
-    (output / COMPLETE_FILE).write_text(f"{stats['written']}\n")
+    write_json(root / META_FILE, base | {"num_samples": stats["written"]})
+    write_json(root / STATS_FILE, stats)
+    (root / COMPLETE_FILE).write_text(f"{stats['written']}\n")
+    _publish(output, root, (META_FILE, STATS_FILE, COMPLETE_FILE))
     return stats

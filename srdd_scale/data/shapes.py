@@ -127,7 +127,7 @@ class ShapeSample:
     attrs: dict
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unit_outline(shape: str, points: int = 64) -> np.ndarray:
     """Outline of ``shape`` as read-only float array (N, 2), scaled so its bounding box is [-1, 1]^2.
 

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from srdd_scale.config import ConfigError
 from srdd_scale.data import shapes
+from srdd_scale.data.classes import folder_class_table, parse_label, webdataset_class_table
 from srdd_scale.data.config import DataConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -54,6 +55,7 @@ class FolderItem:
     caption: str | None = None  # from captions.jsonl
     problem: str | None = None  # a skip reason found while listing (bad jsonl line, duplicate key)
     root: str = ""  # the input folder the image must resolve under (captions.jsonl paths are untrusted)
+    class_name: str = ""  # ImageFolder: the image's first folder under the root ("" when it sits in the root)
 
 
 def resolve_source(cfg: DataConfig) -> str:
@@ -112,12 +114,39 @@ def _list_folder(root: Path, prefix: str) -> list[FolderItem]:
                     continue
                 caption = record.get("caption")
                 items.append(FolderItem(f"{prefix}{Path(relative).with_suffix('').as_posix()}", str(root / relative),
-                                        caption if isinstance(caption, str) else "", root=str(root)))
+                                        caption if isinstance(caption, str) else "", root=str(root),
+                                        class_name=_class_dir(relative)))
         return items
     # Not only regular files: a dangling link, a link loop or a FIFO named like an image is listed, so that
     # it is counted under its reason when read instead of vanishing (a link into a folder is not followed).
     images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
-    return [FolderItem(f"{prefix}{p.relative_to(root).with_suffix('').as_posix()}", str(p)) for p in images]
+    return [FolderItem(f"{prefix}{p.relative_to(root).with_suffix('').as_posix()}", str(p),
+                       class_name=_class_dir(p.relative_to(root))) for p in images]
+
+
+def _class_dir(relative: str | Path) -> str:
+    parts = Path(relative).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def class_names(cfg: DataConfig) -> tuple[str, ...] | None:
+    """The corpus' class table (id -> name) when ``data.class_labels`` is on, else None (see data/classes.py)."""
+    source = resolve_source(cfg)
+    if not cfg.class_labels or source == "synthetic":
+        return None
+    paths = _expand(cfg.input)
+    if source == "folder":
+        return folder_class_table(paths)
+    tars = [t for p in paths for t in (sorted(p.glob("*.tar")) if p.is_dir() else [p])]
+    return webdataset_class_table(tars or paths, cfg.num_classes)
+
+
+def _with_class_caption(caption: str | None, reason: str | None, cfg: DataConfig, names, class_id: int
+                        ) -> tuple[str | None, str | None]:
+    """The image's own caption, or ``data.class_caption`` made from its class when it has none."""
+    if reason in ("missing_caption", "empty_caption") and cfg.class_caption and class_id >= 0:
+        return cfg.class_caption.format(name=names[class_id]), None
+    return caption, reason
 
 
 def _mark_duplicates(items: list[FolderItem]) -> list[FolderItem]:
@@ -241,28 +270,56 @@ def open_image(source: str | bytes) -> tuple[Image.Image | None, str | None]:
         return None, "unreadable_image"
 
 
-def _folder_sample(cfg: DataConfig, item: FolderItem) -> RawSample:
+def _folder_sample(cfg: DataConfig, item: FolderItem, names: tuple[str, ...] | None = None) -> RawSample:
     if item.problem:
         return RawSample(item.key, None, None, skip_reason=item.problem)
+    class_id = -1
+    if names is not None:
+        if not item.class_name:
+            return RawSample(item.key, None, None, skip_reason="missing_label")
+        if item.class_name not in names:
+            return RawSample(item.key, None, None, skip_reason="unknown_class")
+        class_id = names.index(item.class_name)
     caption, reason = item.caption, None
-    if caption is None:  # sidecar mode: KEY.txt preferred, else KEY.json (img2dataset writes both)
+    if not cfg.captions:
+        caption = ""
+    elif caption is None:  # sidecar mode: KEY.txt preferred, else KEY.json (img2dataset writes both)
         stem = Path(item.image_path).with_suffix("")
         sidecars = [s for s in ("txt", "json") if stem.with_suffix(f".{s}").is_file()]
-        if not sidecars:
-            return RawSample(item.key, None, None, skip_reason="missing_caption")
-        sidecar = stem.with_suffix(f".{sidecars[0]}")
-        if regular_file_problem(str(sidecar), max_bytes=cfg.max_file_bytes) == "file_too_large":
-            return RawSample(item.key, None, None, skip_reason="file_too_large")
-        caption, reason = decode_caption(sidecar.read_bytes(), sidecars[0])
+        if sidecars:
+            sidecar = stem.with_suffix(f".{sidecars[0]}")
+            if regular_file_problem(str(sidecar), max_bytes=cfg.max_file_bytes) == "file_too_large":
+                return RawSample(item.key, None, None, skip_reason="file_too_large")
+            caption, reason = decode_caption(sidecar.read_bytes(), sidecars[0])
+        else:
+            reason = "missing_caption"
     else:
         caption = caption.strip()
         reason = None if caption else "empty_caption"
+    caption, reason = _with_class_caption(caption, reason, cfg, names, class_id)
     reason = reason or regular_file_problem(item.image_path, item.root, cfg.max_file_bytes)
     if reason:
         return RawSample(item.key, None, None, skip_reason=reason)
     caption, cut = cap_caption(caption, cfg.max_caption_bytes)
     image, reason = open_image(item.image_path)
-    return RawSample(item.key, image, caption, skip_reason=reason, caption_truncated=cut)
+    return RawSample(item.key, image, caption, class_id=class_id, skip_reason=reason, caption_truncated=cut)
+
+
+def _tar_label(files: dict[str, bytes], names: tuple[str, ...]) -> tuple[int, str | None]:
+    """Class id from KEY.cls (an id or a name) or KEY.json's "label" -> (id, skip_reason)."""
+    if "cls" in files:
+        try:
+            return parse_label(files["cls"].decode("utf-8"), names)
+        except UnicodeDecodeError:
+            return -1, "bad_label"
+    if "json" in files:
+        try:
+            record = json.loads(files["json"].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return -1, "bad_label"
+        if isinstance(record, dict) and "label" in record:
+            return parse_label(record["label"], names)
+    return -1, "missing_label"
 
 
 def _isolated(key: str, make) -> RawSample:
@@ -289,8 +346,8 @@ def _tar_members(path: str) -> Iterator[tuple[str, str, tarfile.TarFile, tarfile
                 yield (f"{directory}/{stem}" if directory else stem), ext.lower(), tar, member
 
 
-def _tar_samples(cfg: DataConfig, path: str, first_index: int, worker: int, num_workers: int
-                 ) -> Iterator[tuple[int, RawSample | None]]:
+def _tar_samples(cfg: DataConfig, path: str, first_index: int, worker: int, num_workers: int,
+                 names: tuple[str, ...] | None = None) -> Iterator[tuple[int, RawSample | None]]:
     """(running sample index, sample) for one tar; samples of other workers come out as None (not read).
 
     A key seen before in the same tar (its members not adjacent) is a ``duplicate_key`` skip; a member
@@ -311,14 +368,23 @@ def _tar_samples(cfg: DataConfig, path: str, first_index: int, worker: int, num_
         image_ext = next((e for e in files if f".{e}" in IMAGE_EXTENSIONS), None)
         if image_ext is None:
             return RawSample(full_key, None, None, skip_reason="missing_image")
-        if caption_ext is None:
-            return RawSample(full_key, None, None, skip_reason="missing_caption")
-        caption, reason = decode_caption(files[caption_ext], caption_ext)
+        class_id = -1
+        if names is not None:
+            class_id, reason = _tar_label(files, names)
+            if reason:
+                return RawSample(full_key, None, None, skip_reason=reason)
+        if not cfg.captions:
+            caption, reason = "", None
+        elif caption_ext is None:
+            caption, reason = None, "missing_caption"
+        else:
+            caption, reason = decode_caption(files[caption_ext], caption_ext)
+        caption, reason = _with_class_caption(caption, reason, cfg, names, class_id)
         if reason:
             return RawSample(full_key, None, None, skip_reason=reason)
         caption, cut = cap_caption(caption, cfg.max_caption_bytes)
         image, reason = open_image(files[image_ext])
-        return RawSample(full_key, image, caption, skip_reason=reason, caption_truncated=cut)
+        return RawSample(full_key, image, caption, class_id=class_id, skip_reason=reason, caption_truncated=cut)
 
     try:
         for member_key, ext, tar, member in _tar_members(path):
@@ -354,13 +420,15 @@ def iter_refs(cfg: DataConfig, refs: Sequence, split: str = "train", worker: int
             yield RawSample(f"{split}/{index:08d}", sample.image, sample.caption, sample.attrs,
                             shapes.class_id(sample.attrs))
     elif source == "folder":
+        names = class_names(cfg)
         for item in refs[worker::num_workers]:
-            yield _isolated(item.key, lambda: _folder_sample(cfg, item))
+            yield _isolated(item.key, lambda item=item: _folder_sample(cfg, item, names))
     else:
         # Every worker streams every tar of the part (tar has no index) but decodes only its own samples.
-        index = 0
+        index, names = 0, class_names(cfg)
         for path in refs:
-            for index, sample in _tar_samples(cfg, path, index, worker, num_workers):
+            # the running index carries over from one tar to the next
+            for index, sample in _tar_samples(cfg, path, index, worker, num_workers, names):  # noqa: B007, B020
                 if sample is not None:
                     yield sample
             index += 1

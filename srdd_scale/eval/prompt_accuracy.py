@@ -104,15 +104,15 @@ def analyser_accuracy(seed: int, count_per_split: int, image_size: int = 64,
                       degrade: Optional[Callable[[Image.Image, int], Image.Image]] = None) -> dict:
     """Accuracy of the analyser itself on dataset images of both splits, every attribute scored.
 
-    ``degrade(image, index)`` optionally transforms each image first (e.g. ``soften``). ``min`` is the worst of all accuracies;
-    ``passed`` says whether it reaches ``REQUIRED_ANALYSER_ACCURACY``.
+    ``degrade(image, index)`` optionally transforms each image first (e.g. ``soften``). ``min`` is the worst of all
+    accuracies; ``passed`` says whether it reaches ``REQUIRED_ANALYSER_ACCURACY``.
     """
     result: dict = {"seed": seed, "count_per_split": count_per_split, "image_size": image_size}
     for split in SPLITS:
         samples = iter_shapes(split, seed, image_size, count=count_per_split)
         result[split] = prompt_accuracy(
-            ((degrade(s.image, s.attrs["index"]) if degrade else s.image, {**s.attrs, "caption_fields": ALL_FIELDS})
-             for s in samples)
+            (degrade(s.image, s.attrs["index"]) if degrade else s.image, {**s.attrs, "caption_fields": ALL_FIELDS})
+            for s in samples
         )
     result["min"] = min(
         value

@@ -120,7 +120,11 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, *, bundle_text_en
     sampling.validate()
     task = SRDDTask(cfg, torch.device("cpu"))
 
+    from srdd_scale.text import load_text_tokenizer
+
     text_config: dict[str, Any] | None = None
+    # what the model was trained with, checked whenever the export is loaded (export/folder.py check_identity)
+    identities = {"image_tokenizer": task.tokenizer.identity()}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Staged beside the target, so the final rename is atomic and never crosses filesystems.
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -128,12 +132,14 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, *, bundle_text_en
         if task.text_encoder is not None:
             text_config = to_dict(cfg.text)
             text_config["tokenizer"] = _copy_text_tokenizer(cfg.text, staging)
+            identities["text_tokenizer"] = load_text_tokenizer(cfg.text).identity()
             if bundle_text_encoder:
                 task.text_encoder.model.save_pretrained(str(staging / TEXT_ENCODER_DIR), safe_serialization=True)
                 text_config["encoder"] = TEXT_ENCODER_DIR
         hf_cfg = SRDDConfig.from_model_config(
             cfg.model, task.patch_nums, task.tokenizer.vocab_size, task.tokenizer.latent_dim, task.text_dim,
             text_config=text_config, image_tokenizer=IMAGE_TOKENIZER_DIR, image_size=task.tokenizer.image_size,
+            identities=identities,
             training={"step": meta.step, "backend": meta.backend, "world_size": meta.world_size,
                       "config_hash": meta.config_hash, "train_path": cfg.data.train_path, "ema_weights": ema},
         )

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from srdd_scale.model.hf import PICKLE_SUFFIXES
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
@@ -33,6 +35,36 @@ WEIGHT_PREFIX = "transformer."  # SRDDModel.base_model_prefix: keys in the safet
 
 class ExportFolderError(FileNotFoundError):
     """An exported folder lacks a file or holds one that cannot be read; the message names it."""
+
+
+class ExportIdentityError(ValueError):
+    """A tokenizer in an export is not the one the model was trained with (its identity hash differs)."""
+
+
+# text_config.encoder values that name no path (built in, or shipped in an installed package)
+ENCODER_ALIASES = ("tiny_t5", "minilm", "none")
+
+
+def inside(folder: str | Path, relative: str, key: str) -> Path:
+    """``folder/relative``, refused unless it stays inside the folder (no absolute path, no ``..``, no link out)."""
+    folder = Path(folder)
+    path = folder / relative
+    if Path(relative).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
+        raise ExportFolderError(f"{folder / CONFIG_FILE}: {key}={relative!r} points outside the export folder "
+                                f"{folder}; an export must be self-contained (re-export it with tools/export_hf.py)")
+    return path
+
+
+def text_paths(folder: str | Path, text_config: dict[str, Any]) -> dict[str, str]:
+    """text_config's tokenizer/encoder with paths made absolute inside ``folder``; encoder aliases kept."""
+    resolved = {}
+    for key in ("tokenizer", "encoder"):
+        value = str(text_config.get(key, ""))
+        if key == "encoder" and value in ENCODER_ALIASES:
+            resolved[key] = value
+        else:
+            resolved[key] = str(inside(folder, value, f"text_config.{key}"))
+    return resolved
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -68,7 +100,8 @@ def weight_files(folder: str | Path) -> list[Path]:
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise ExportFolderError(f"{index}: expected a non-empty 'weight_map' (tensor name -> shard file)")
-        return [folder / name for name in sorted(set(weight_map.values()))]
+        return [inside(folder, str(name), f"{WEIGHTS_INDEX_FILE} weight_map")
+                for name in sorted(set(weight_map.values()))]
     if not (folder / WEIGHTS_FILE).is_file():
         raise ExportFolderError(f"{folder / WEIGHTS_FILE}: missing (and no {WEIGHTS_INDEX_FILE} for sharded weights)")
     return [folder / WEIGHTS_FILE]
@@ -115,7 +148,12 @@ def check_export_folder(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ExportFolderError(f"{folder}: no such export folder")
+    pickles = sorted(p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ExportFolderError(f"{pickles[0]}: a pickle-format file in an export folder, which srdd_scale never "
+                                f"writes and will not load (loading a pickle can run code); remove it or re-export")
     config = read_export_config(folder)
+    inside(folder, str(config.get("image_tokenizer", IMAGE_TOKENIZER_DIR)), "image_tokenizer")
     read_sampling_defaults(folder)
     for path in weight_files(folder):
         if not path.is_file():
@@ -133,8 +171,19 @@ def check_export_folder(folder: str | Path) -> dict[str, Any]:
     if config.get("text_dim") is not None:
         if not isinstance(text, dict):
             raise ExportFolderError(f"{folder / CONFIG_FILE}: a text-conditional model needs a 'text_config' object")
-        for key in ("tokenizer", "encoder"):
-            local = folder / str(text[key])
-            if str(text[key]).startswith((TEXT_TOKENIZER_DIR, TEXT_ENCODER_DIR)) and not local.exists():
-                raise ExportFolderError(f"{local}: missing (config.json text_config.{key} points to it)")
+        for key, value in text_paths(folder, text).items():
+            if value not in ENCODER_ALIASES and not Path(value).exists():
+                raise ExportFolderError(f"{value}: missing (config.json text_config.{key} points to it)")
     return config
+
+
+def check_identity(folder: str | Path, role: str, loaded: str, recorded: str | None) -> None:
+    """Refuse a tokenizer whose identity hash differs from the one config.json recorded at export."""
+    if recorded is None:
+        raise ExportIdentityError(f"{Path(folder) / CONFIG_FILE}: records no identity for the {role} (exported "
+                                  f"before identities were recorded); re-export the checkpoint")
+    if loaded != recorded:
+        raise ExportIdentityError(
+            f"{Path(folder) / CONFIG_FILE}: the {role} in {folder} has identity {loaded[:16]}..., the model was "
+            f"trained with {recorded[:16]}... (swapped or modified files); restore the exported tokenizer"
+        )

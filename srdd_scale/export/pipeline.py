@@ -12,7 +12,7 @@ from PIL import Image
 
 from srdd_scale.config import build
 from srdd_scale.export.folder import (
-    IMAGE_TOKENIZER_DIR, TEXT_ENCODER_DIR, TEXT_TOKENIZER_DIR, check_export_folder, read_sampling_defaults,
+    IMAGE_TOKENIZER_DIR, check_export_folder, check_identity, read_sampling_defaults, text_paths,
 )
 from srdd_scale.export.importing import load_exported_weights
 from srdd_scale.model import SamplingConfig, SRDDTransformer, build_model
@@ -21,14 +21,10 @@ from srdd_scale.text.tokenizer import pad_text_ids
 
 
 def _local_text_config(text_config: dict[str, Any], folder: Path):
-    """TextConfig of the export, with paths into the folder (text_tokenizer/, text_encoder/) made absolute."""
+    """TextConfig of the export, its tokenizer/encoder paths resolved inside the folder (or refused)."""
     from srdd_scale.text import TextConfig
 
-    values = dict(text_config)
-    for key in ("tokenizer", "encoder"):
-        if str(values[key]).startswith((TEXT_TOKENIZER_DIR, TEXT_ENCODER_DIR)):
-            values[key] = str(folder / values[key])
-    return build(TextConfig, values, prefix="text_config")
+    return build(TextConfig, {**text_config, **text_paths(folder, text_config)}, prefix="text_config")
 
 
 def images_to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -71,13 +67,18 @@ class SRDDPipeline:
         schedule = tuple(int(p) for p in (patch_nums or config.patch_nums))
         model = build_model(config.model_config(), schedule, config.vocab_size, config.latent_dim, config.text_dim)
         load_exported_weights(model, folder)
-        tokenizer = load_tokenizer(folder / IMAGE_TOKENIZER_DIR, patch_nums=schedule)
+        identities = getattr(config, "identities", None) or {}
+        tokenizer = load_tokenizer(folder / IMAGE_TOKENIZER_DIR)  # the exported schedule: what identity covers
+        check_identity(folder, "image tokenizer", tokenizer.identity(), identities.get("image_tokenizer"))
+        if schedule != tuple(tokenizer.patch_nums):
+            tokenizer.set_patch_nums(schedule)
         text_tokenizer = text_encoder = None
         if config.text_dim is not None:
             from srdd_scale.text import FrozenTextEncoder, load_text_tokenizer
 
             text_cfg = _local_text_config(config.text_config, folder)
             text_tokenizer = load_text_tokenizer(text_cfg)
+            check_identity(folder, "text tokenizer", text_tokenizer.identity(), identities.get("text_tokenizer"))
             text_encoder = FrozenTextEncoder(text_cfg).to(device)
             if text_encoder.dim != config.text_dim:
                 raise ValueError(f"{folder}: text encoder {text_cfg.encoder!r} has width {text_encoder.dim}, "

@@ -9,22 +9,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 
 @dataclass
 class AttnLayout:
-    """How one forward lays scales out for self-attention (exactly one of the three ways applies).
+    """How one forward lays scales out for self-attention and the AdaLN condition.
 
-    segments: token counts per scale -> one unmasked SDPA call per scale (block-diagonal, markovian).
-    mask: BoolTensor[L, L] -> one masked SDPA call (markovian_prev, block_causal).
-    neither: plain attention over the given tokens (one scale at sampling time, with or without KV cache).
-    token_scale: LongTensor[L] mapping tokens to rows of a per-scale AdaLN condition [B, K, C]; None when
-    the condition broadcasts ([B, 1, C]).
+    sizes: token counts per scale (full forward) or None (one scale at sampling time, with or without KV
+    cache: plain attention over the given keys).
+    mask: BoolTensor[L, L] for markovian_prev / block_causal on the SDPA paths; None with `sizes` set is the
+    block-diagonal markovian mask, run as one unmasked SDPA call per scale (no mask tensor, no L x L scores).
+    block_mask: FlexAttention's BlockMask of any of the three masks (impl "flex"); replaces `mask`/per-scale calls.
+    impl: resolved attention path, "math" (SDPA's math backend), "sdpa" (torch picks the kernel) or "flex".
+    per_scale_cond: the AdaLN condition has one row per scale ([B, K, C], applied to each scale's tokens)
+    rather than one broadcast row ([B, 1, C]).
     """
 
-    segments: Optional[tuple[int, ...]] = None
+    sizes: Optional[tuple[int, ...]] = None
     mask: Optional[torch.Tensor] = None
-    token_scale: Optional[torch.Tensor] = None
+    block_mask: Optional[BlockMask] = None
+    impl: str = "sdpa"
+    per_scale_cond: bool = False
+
+    @property
+    def cond_sizes(self) -> Optional[tuple[int, ...]]:
+        """Token counts per AdaLN row when the condition is per scale, else None (broadcast)."""
+        return self.sizes if self.per_scale_cond else None
 
 
 class LayerKV:
@@ -50,18 +61,44 @@ class LayerKV:
         return k_all, v_all
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
+              impl: str = "sdpa") -> torch.Tensor:
     """SDPA with scale 1 (q and k arrive normalised, q times the temperature); [B, H, N, D] in and out.
 
-    On CPU it pins the math backend: at our sequence lengths (one scale, <= a few hundred tokens) the fused
-    CPU flash kernel's backward alone took a third of a d4 training step, and the whole step ran ~1.2-1.5x
-    slower than with the math path (docs/LOG.md, 2026-11-26 session 3). A caller that has switched the math
-    backend off (the layout planner, standing in for a GPU's fused kernel on CPU) keeps its choice.
+    impl "math" pins SDPA's math backend (it materialises the scores; the reference path); any other value
+    lets torch pick its fused kernel (flash on CPU: O(N) memory for backward). transformer.resolve_attention_impl
+    chooses.
     """
-    if q.device.type != "cpu" or not torch.backends.cuda.math_sdp_enabled():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-    with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    if impl == "math":
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+
+def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
+    """FlexAttention with scale 1 over a block mask; inputs share v's dtype (autocast does not cast for flex,
+    and SDPA under bf16 autocast runs all three in bf16 too). Contiguous inputs: the compiled CPU kernel gave
+    wrong results (1e-3 off) on the transposed [B, H, N, D] views (torch 2.14)."""
+    dtype = v.dtype
+    q, k, v = (t.to(dtype).contiguous() for t in (q, k, v))
+    return flex_attention(q, k, v, block_mask=block_mask, scale=1.0)
+
+
+def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
+    """x * (1 + scale) + shift: AdaLN. scale/shift are [B, 1, C] (broadcast; sizes None) or [B, K, C] with one
+    row per scale, applied to each scale's tokens. Per scale rather than gathering the rows to [B, L, C]:
+    the gathered copies were kept for backward (2 + 6 of them per block, [B, L, C] each)."""
+    if sizes is None:
+        return x * (1 + scale) + shift
+    parts = x.split(sizes, dim=1)
+    return torch.cat([xs * (1 + scale[:, k : k + 1]) + shift[:, k : k + 1] for k, xs in enumerate(parts)], dim=1)
+
+
+def gate(h: torch.Tensor, gamma: torch.Tensor, sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
+    """h * gamma with gamma [B, 1, C] or one row per scale [B, K, C] (see modulate)."""
+    if sizes is None:
+        return h * gamma
+    return torch.cat([hs * gamma[:, k : k + 1] for k, hs in enumerate(h.split(sizes, dim=1))], dim=1)
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -114,17 +151,16 @@ class SelfAttention(_QKNormAttention):
         q, k = self._normalise(q, k)
         if kv is not None:
             k, v = kv.extend(k, v)
-        if layout.segments is not None:
+        if layout.block_mask is not None:
+            out = flex(q, k, v, layout.block_mask)
+        elif layout.sizes is not None and layout.mask is None:
             # Block-diagonal (markovian): scales are independent sequences, no mask tensor needed.
-            outs = [
-                attention(qs, ks, vs)
-                for qs, ks, vs in zip(
-                    q.split(layout.segments, 2), k.split(layout.segments, 2), v.split(layout.segments, 2)
-                )
-            ]
+            sizes = layout.sizes
+            outs = [attention(qs, ks, vs, None, layout.impl)
+                    for qs, ks, vs in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))]
             out = torch.cat(outs, dim=2)
         else:
-            out = attention(q, k, v, layout.mask)
+            out = attention(q, k, v, layout.mask, layout.impl)
         return self._merge(out)
 
 
@@ -138,7 +174,7 @@ class CrossAttention(_QKNormAttention):
         self.v_bias = nn.Parameter(torch.zeros(dim))
 
     def forward(
-        self, x: torch.Tensor, ctx: torch.Tensor, ctx_valid: torch.Tensor, kv: Optional[LayerKV]
+        self, x: torch.Tensor, ctx: torch.Tensor, ctx_valid: torch.Tensor, kv: Optional[LayerKV], impl: str = "sdpa"
     ) -> torch.Tensor:
         if kv is not None and kv.ctx_kv is not None:
             k, v = kv.ctx_kv
@@ -148,7 +184,7 @@ class CrossAttention(_QKNormAttention):
             if kv is not None:
                 kv.ctx_kv = (k, v)
         q, k = self._normalise(self._split(self.q(x)), k)
-        out = attention(q, k, v, ctx_valid[:, None, None, :])
+        out = attention(q, k, v, ctx_valid[:, None, None, :], impl)
         return self._merge(out)
 
 
@@ -162,12 +198,9 @@ class FeedForward(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-def _ada_params(ada_lin: nn.Module, cond: torch.Tensor, token_scale: Optional[torch.Tensor], n: int) -> torch.Tensor:
-    """AdaLN parameters [B, L or 1, n, C] from a condition [B, K or 1, C] (per-scale rows expanded to tokens)."""
-    params = ada_lin(cond)
-    if token_scale is not None:
-        params = params[:, token_scale]
-    return params.unflatten(-1, (n, -1))
+def _ada_params(ada_lin: nn.Module, cond: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """n AdaLN parameter rows [B, K or 1, C] from a condition [B, K or 1, C] (K: one per scale)."""
+    return ada_lin(cond).unflatten(-1, (n, -1)).unbind(2)
 
 
 class SRDDBlock(nn.Module):
@@ -193,14 +226,15 @@ class SRDDBlock(nn.Module):
         layout: AttnLayout,
         kv: Optional[LayerKV] = None,
     ) -> torch.Tensor:
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = _ada_params(self.ada_lin, cond, layout.token_scale, 6).unbind(2)
-        h = self.attn(self.norm(x) * (1 + scale1) + shift1, layout, kv)
-        x = x + drop_path(h * gamma1, self.drop_path_rate, self.training)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = _ada_params(self.ada_lin, cond, 6)
+        sizes = layout.cond_sizes
+        h = self.attn(modulate(self.norm(x), scale1, shift1, sizes), layout, kv)
+        x = x + drop_path(gate(h, gamma1, sizes), self.drop_path_rate, self.training)
         if self.cross_attn is not None:
-            h = self.cross_attn(self.cross_norm(x), ctx, ctx_valid, kv)
+            h = self.cross_attn(self.cross_norm(x), ctx, ctx_valid, kv, layout.impl)
             x = x + drop_path(h, self.drop_path_rate, self.training)
-        h = self.ffn(self.norm(x) * (1 + scale2) + shift2)
-        return x + drop_path(h * gamma2, self.drop_path_rate, self.training)
+        h = self.ffn(modulate(self.norm(x), scale2, shift2, sizes))
+        return x + drop_path(gate(h, gamma2, sizes), self.drop_path_rate, self.training)
 
 
 class AdaLNHead(nn.Module):
@@ -212,6 +246,7 @@ class AdaLNHead(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.out = nn.Linear(dim, vocab_size)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, token_scale: Optional[torch.Tensor]) -> torch.Tensor:
-        scale, shift = _ada_params(self.ada_lin, cond, token_scale, 2).unbind(2)
-        return self.out(self.norm(x) * (1 + scale) + shift)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
+        """Logits; cond [B, 1, C] or one row per scale [B, K, C] with `sizes` its token counts (see modulate)."""
+        scale, shift = _ada_params(self.ada_lin, cond, 2)
+        return self.out(modulate(self.norm(x), scale, shift, sizes))

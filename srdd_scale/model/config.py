@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Optional, get_args
 
 try:  # the one project import allowed here, guarded for HF remote code (docs/contracts.md)
     from srdd_scale.config import ConfigError
@@ -23,6 +23,7 @@ def _require(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
         text = repr(value)
         raise ConfigError(f"{key}: got {text if len(text) <= 80 else text[:77] + '...'}, expected {expected}")
+ATTENTION_IMPLS = ("auto", "math", "sdpa", "flex")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class ModelConfig:
     cond_drop_prob: float = 0.1  # training-time probability of replacing the condition by null, for CFG (VAR: 0.1)
     loss_weighting: Literal["token", "scale"] = "token"  # token: every token equal (VAR); scale: every scale equal
     label_smoothing: float = 0.0  # CE label smoothing (VAR default 0)
+    # Self-attention path (transformer.resolve_attention_impl): auto = the measured fastest for the device
+    # (docs/benchmarks.md); math = SDPA math backend per scale / with a mask tensor (the reference); sdpa =
+    # torch's fused SDPA kernels; flex = one FlexAttention call with a block mask built once per schedule.
+    attention_impl: Literal["auto", "math", "sdpa", "flex"] = "auto"
+    # Regional torch.compile of each block at its first forward: null (auto) = on for CUDA, off elsewhere.
+    compile: Optional[bool] = None
 
     @property
     def embed_dim(self) -> int:
@@ -82,6 +89,10 @@ class ModelConfig:
             raise ConfigError(f"model.alng={self.alng}: expected a finite value > 0")
         if self.mask not in MASK_MODES:
             raise ConfigError(f"model.mask={self.mask!r}: expected one of {', '.join(MASK_MODES)}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"model.attention_impl={self.attention_impl!r}: expected one of {', '.join(ATTENTION_IMPLS)}")
+        if self.compile not in (None, True, False):
+            raise ConfigError(f"model.compile={self.compile!r}: expected true, false or null (auto: on for CUDA)")
         if self.num_classes < 0:
             raise ConfigError(f"model.num_classes={self.num_classes}: expected >= 0 (0 = no class labels)")
         if not 0.0 <= self.cond_drop_prob < 1.0:
@@ -101,8 +112,10 @@ class SamplingConfig:
     top_k: int = 900  # keep the k most likely tokens; 0 = off
     top_p: float = 0.96  # nucleus threshold; 1.0 = off
     temperature: float = 1.0  # logits are divided by this before top-k/top-p
-    mr_steps: int = 0  # mask-resampling rounds per scale (docs/method.md §6.5); 0 = off
-    p_resample: float = 0.0  # tokens whose sampled probability is below this are redrawn each round
+    resample: Literal["none", "simple", "mask"] = "none"  # SR (docs/method.md §6.4) or MR (§6.5) inside each scale
+    mr_steps: int = 0  # mask resampling (resample=mask): rounds per scale (docs/method.md §6.5); 0 = plain sampling
+    p_resample: float = 0.0  # mask resampling: tokens whose sampled probability is below this are redrawn each round
+    sr_steps: int = 0  # simple resampling (resample=simple): extra forwards per scale >= 1; 0 = plain sampling
 
     def validate(self) -> None:
         if self.cfg_scale < 0 or not math.isfinite(self.cfg_scale):
@@ -115,7 +128,15 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_p={self.top_p}: expected a value in (0, 1] (1 = off)")
         if not 0 < self.temperature < float("inf"):
             raise ConfigError(f"sampling.temperature={self.temperature}: expected > 0")
-        if self.mr_steps < 0:
-            raise ConfigError(f"sampling.mr_steps={self.mr_steps}: expected >= 0")
+        if self.resample not in ("none", "simple", "mask"):
+            raise ConfigError(f"sampling.resample={self.resample!r}: expected 'none', 'simple' or 'mask'")
+        if self.mr_steps < 0 or self.sr_steps < 0:
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps}, sampling.sr_steps={self.sr_steps}: expected >= 0")
+        if self.mr_steps and self.resample != "mask":
+            raise ConfigError(f"sampling.mr_steps={self.mr_steps} needs sampling.resample=mask "
+                              f"(got {self.resample!r})")
+        if self.sr_steps and self.resample != "simple":
+            raise ConfigError(f"sampling.sr_steps={self.sr_steps} needs sampling.resample=simple "
+                              f"(got {self.resample!r})")
         if not 0.0 <= self.p_resample <= 1.0:  # comparisons are False for nan, so nan is refused too
             raise ConfigError(f"sampling.p_resample={self.p_resample}: expected a probability in [0, 1]")

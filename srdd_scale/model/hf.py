@@ -7,6 +7,7 @@ folder loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)` where
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,6 +23,8 @@ from .masks import attention_allowed  # noqa: F401  (see above: makes transforme
 from .transformer import SRDDTransformer
 
 MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(ModelConfig))
+# file types some loader would unpickle (torch.load, pickle): never part of an export, refused when present
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 class SRDDConfig(PretrainedConfig):
@@ -81,6 +84,19 @@ class SRDDModel(PreTrainedModel):
         self.transformer = SRDDTransformer(config.model_config(), tuple(config.patch_nums), config.vocab_size,
                                            config.latent_dim, config.text_dim)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Safetensors only: an SRDD export never holds a pickle-format file, and loading one can run code, so a
+        folder holding one is refused (naming it) and transformers is told not to look for pickles."""
+        folder = pathlib.Path(str(pretrained_model_name_or_path))
+        if folder.is_dir():
+            pickles = sorted(p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+            if pickles:
+                raise OSError(f"{pickles[0]}: a pickle-format file in an SRDD export (which holds safetensors "
+                              f"only); refusing to load the folder, since unpickling can run code")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         """No-op: SRDDTransformer applies VAR's init in its constructor; HF's generic init would overwrite it."""

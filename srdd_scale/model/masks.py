@@ -51,3 +51,24 @@ def attention_pairs(patch_nums: tuple[int, ...], mode: str) -> int:
         first = 0 if hist is None else max(0, k - hist)
         total += n * sum(sizes[first : k + 1])
     return total
+
+
+def flex_block_mask(patch_nums: tuple[int, ...], mode: str, device: torch.device):
+    """FlexAttention BlockMask of attention_allowed(patch_nums, mode), for one forward of the whole schedule.
+
+    Built once per schedule and device (the transformer caches it): blocks of keys no query of a block may
+    see are skipped, so block-diagonal (markovian) attention costs about its sum of p_k^4 score pairs.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask  # noqa: PLC0415 (torch >= 2.5 only here)
+
+    hist = history_scales(mode)
+    level = scale_index(patch_nums).to(device)
+
+    def allowed(batch, head, q_idx, kv_idx):
+        visible = level[kv_idx] <= level[q_idx]
+        if hist is not None:
+            visible = visible & (level[q_idx] - level[kv_idx] <= hist)
+        return visible
+
+    length = level.numel()
+    return create_block_mask(allowed, None, None, length, length, device=device)

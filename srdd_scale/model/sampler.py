@@ -22,20 +22,25 @@ def guidance_weight(cfg: SamplingConfig, scale: int, num_scales: int) -> float:
 
 
 def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (nucleus); removed entries become -inf. logits: [..., V] float."""
+    """Temperature, then top-k, then top-p (nucleus); removed entries become -inf. logits: [..., V] float.
+
+    With top-k on, top-p runs on the k survivors that topk already returns sorted, instead of sorting the
+    whole vocabulary again (the same kept set, as long as no logit ties the k-th: ties beyond k are dropped).
+    """
     logits = logits / cfg.temperature
     vocab = logits.shape[-1]
-    if 0 < cfg.top_k < vocab:
-        kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if cfg.top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token once the more likely ones already cover top_p (the most likely is always kept).
-        remove_sorted = probs.cumsum(-1) - probs > cfg.top_p
-        remove = remove_sorted.scatter(-1, order, remove_sorted)
-        logits = logits.masked_fill(remove, float("-inf"))
-    return logits
+    top_k = cfg.top_k if 0 < cfg.top_k < vocab else 0
+    if cfg.top_p >= 1.0:
+        if top_k:
+            kth = logits.topk(top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return logits
+    sorted_logits, order = logits.topk(top_k, dim=-1) if top_k else logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    # Drop a token once the more likely ones already cover top_p (the most likely is always kept).
+    keep_sorted = probs.cumsum(-1) - probs <= cfg.top_p
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -54,7 +59,7 @@ def draw_tokens(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
     """
     probs = filter_logits(logits.float(), cfg).softmax(-1)
     tokens = _draw(probs, generator)
-    for _ in range(cfg.mr_steps):
+    for _ in range(cfg.mr_steps if cfg.resample == "mask" else 0):
         redo = probs.gather(-1, tokens[..., None])[..., 0] < cfg.p_resample
         if not bool(redo.any()):
             break
@@ -76,6 +81,34 @@ def guided_scale_logits(
         return logits
     cond_logits, uncond_logits = logits.chunk(2)
     return (1 + weight) * cond_logits - weight * uncond_logits
+
+
+def own_draw_input(tokenizer, k: int, f_hat: Optional[torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+    """Scale k's input built from the state *after* its own draw: f_hat_{k-1} + scale k's codes, area-downsampled
+    to scale k's grid, [B, p_k^2, C]. What a simple-resampling forward sees (docs/method.md §6.4)."""
+    state, _ = tokenizer.next_scale_input(k, f_hat, tokens)
+    p = tokens.shape[-1]
+    return torch.nn.functional.interpolate(state, size=(p, p), mode="area").flatten(2).transpose(1, 2)
+
+
+def simple_resample(model: SRDDTransformer, tokenizer, k: int, f_hat: Optional[torch.Tensor], tokens: torch.Tensor,
+                    cond: Condition, cache: list, history: list, weight: Optional[float], cfg: SamplingConfig,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Simple resampling of scale k >= 1 (docs/method.md §6.4): `sr_steps` times, run scale k again on the state
+    that includes its latest draw and redraw the whole scale from the new distribution. The caches are put back
+    to what the first (true-state) forward left, so later scales attend to the input they were trained on."""
+    after_first = [kv.chunks for kv in cache]
+    for _ in range(cfg.sr_steps):
+        scale_input = own_draw_input(tokenizer, k, f_hat, tokens)
+        if weight is not None:
+            scale_input = torch.cat([scale_input, scale_input])
+        for kv, chunks in zip(cache, history):
+            kv.chunks = list(chunks)
+        logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
+        tokens = draw_tokens(logits, cfg, generator).view_as(tokens)
+    for kv, chunks in zip(cache, after_first):
+        kv.chunks = chunks
+    return tokens
 
 
 def check_schedule(model: SRDDTransformer, tokenizer) -> None:
@@ -135,11 +168,14 @@ def sample(
         num_scales = len(model.patch_nums)
         for k, p in enumerate(model.patch_nums):
             weight = guidance_weight(cfg, k, num_scales) if guided else None
+            history = [list(kv.chunks) for kv in cache]
             logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
-            tokens = draw_tokens(logits, cfg, generator)
+            tokens = draw_tokens(logits, cfg, generator).view(batch_size, p, p)
+            if cfg.resample == "simple" and cfg.sr_steps and k > 0:  # scale 0 has no state to condition on
+                tokens = simple_resample(model, tokenizer, k, f_hat, tokens, cond, cache, history, weight, cfg,
+                                         generator)
             if known_masks is not None:
-                tokens = torch.where(known_masks[k].flatten(1), known_codes[k].flatten(1), tokens)
-            tokens = tokens.view(batch_size, p, p)
+                tokens = torch.where(known_masks[k].view_as(tokens), known_codes[k].view_as(tokens), tokens)
             out.append(tokens)
             f_hat, scale_input = tokenizer.next_scale_input(k, f_hat, tokens)
             if guided and scale_input is not None:

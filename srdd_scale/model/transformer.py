@@ -19,7 +19,7 @@ from torch import nn
 
 from .blocks import AdaLNHead, AttnLayout, LayerKV, SRDDBlock
 from .config import ConfigError, ModelConfig  # ConfigError: srdd_scale's, or config.py's stand-in
-from .masks import attention_allowed, history_scales, scale_index
+from .masks import attention_allowed, flex_block_mask, history_scales, scale_index
 
 # Parameter-name prefixes of each group reported by parameter_counts (flops.py mirrors these analytically).
 TEXT_PREFIXES = ("text_norm.", "text_proj.", "text_pool.", "null_text_token")
@@ -110,6 +110,9 @@ class SRDDTransformer(nn.Module):
         )
         self.head = AdaLNHead(dim, vocab_size)
 
+        self.scale_sizes = tuple(p * p for p in self.patch_nums)
+        self._block_masks: dict[str, object] = {}  # FlexAttention block mask per device (attention_impl flex)
+        self._compiled_blocks: Optional[list] = None  # torch.compile'd blocks (model.compile), built lazily
         self.register_buffer("token_scale", None, persistent=False)
         self.register_buffer("attn_allowed", None, persistent=False)
         self.reset_buffers()
@@ -243,15 +246,29 @@ class SRDDTransformer(nn.Module):
         start = cond.vector[:, None, :] + self.pos_start
         x = torch.cat([start.expand(batch, -1, -1), self.word_embed(teacher_inputs)], dim=1)
         x = x + self.lvl_embed(self.token_scale)[None] + self.pos_embed
-        if self.mask_mode == "markovian":
-            layout = AttnLayout(segments=tuple(p * p for p in self.patch_nums))
-        else:
-            layout = AttnLayout(mask=self.attn_allowed)
-        layout.token_scale = self.token_scale if self.scale_embed is not None else None
+        layout = self.attn_layout(x.device)
         ada_cond = self._ada_cond(cond.vector, None)
-        for block in self.blocks:
+        for block in self._compiled_blocks or self.blocks:
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout)
-        return self.head(x, ada_cond, layout.token_scale)
+        return self.head(x, ada_cond, layout.cond_sizes)
+
+    def attn_layout(self, device: torch.device) -> AttnLayout:
+        """The full-forward layout on `device`: attention path, its mask form, per-scale AdaLN rows. Also
+        compiles the blocks the first time when model.compile asks for it."""
+        impl = resolve_attention_impl(self.cfg.attention_impl, device, self.cfg.compile)
+        layout = AttnLayout(sizes=self.scale_sizes, impl=impl, per_scale_cond=self.scale_embed is not None)
+        if impl == "flex":
+            key = str(device)
+            if key not in self._block_masks:
+                self._block_masks[key] = flex_block_mask(self.patch_nums, self.mask_mode, device)
+            layout.block_mask = self._block_masks[key]
+        elif self.mask_mode != "markovian":
+            layout.mask = self.attn_allowed
+        if self._compiled_blocks is None and compile_enabled(self.cfg.compile, device):
+            # Regional: one compiled graph per block (they share code, so one compile serves all), kept out of
+            # the module tree so state_dict keys do not change.
+            self._compiled_blocks = [torch.compile(block) for block in self.blocks]
+        return layout
 
     def new_cache(self) -> list[LayerKV]:
         """Per-block inference caches; under `markovian` they hold only the text K/V (no self-attention cache)."""
@@ -267,7 +284,8 @@ class SRDDTransformer(nn.Module):
         for scale 0 (the start token). Under markovian nothing but this scale's tokens is processed.
         """
         if not 0 <= scale < self.num_scales:
-            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales (patch_nums={list(self.patch_nums)})")
+            raise ValueError(f"scale={scale}: this model has {self.num_scales} scales "
+                             f"(patch_nums={list(self.patch_nums)})")
         batch = cond.vector.shape[0]
         begin = sum(p * p for p in self.patch_nums[:scale])
         n = self.patch_nums[scale] ** 2
@@ -283,7 +301,8 @@ class SRDDTransformer(nn.Module):
             x = self.word_embed(scale_input)
         x = x + self.lvl_embed.weight[scale] + self.pos_embed[:, begin : begin + n]
         ada_cond = self._ada_cond(cond.vector, scale)
-        layout = AttnLayout()
+        impl = resolve_attention_impl(self.cfg.attention_impl, x.device, self.cfg.compile)
+        layout = AttnLayout(impl="sdpa" if impl == "flex" else impl)  # one scale: plain attention, no mask
         for block, kv in zip(self.blocks, cache):
             x = block(x, ada_cond, cond.ctx, cond.ctx_valid, layout, kv)
         return self.head(x, ada_cond, None)
@@ -332,6 +351,27 @@ def state_dict_for_schedule(
         if name in state:
             out[name] = state[name][kept]
     return out
+
+
+def compile_enabled(setting: Optional[bool], device: torch.device) -> bool:
+    """model.compile: True/False, or None = on for CUDA only (CPU compiles cost more than they save in tests)."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def resolve_attention_impl(impl: str, device: torch.device, compile_setting: Optional[bool] = None) -> str:
+    """model.attention_impl "auto" -> the path measured fastest on this device (docs/benchmarks.md, VAR section).
+
+    CPU: torch's fused SDPA (flash) at every shape: on the 256 px schedule it beat the math backend 2-4x on
+    attention forward+backward at d8/d16 shapes (per-scale and masked) and at most segment sizes, and keeps
+    no L x L scores for backward (2026-12-06, a loaded 2-core machine); flex has no CPU backward.
+    CUDA: FlexAttention when the blocks are compiled (one fused kernel over the block mask), else fused SDPA;
+    not measured yet (no GPU lent so far): the GPU check (tools/gpu_check.py) is where to confirm it.
+    """
+    if impl != "auto":
+        return impl
+    if device.type == "cuda":
+        return "flex" if compile_enabled(compile_setting, device) else "sdpa"
+    return "sdpa"
 
 
 def build_model(

@@ -37,7 +37,7 @@ def accuracy_rows(accuracy: dict) -> list[tuple[str, str]]:
 
 def summary_markdown(summary: dict, figure: Path) -> str:
     """The page as Markdown (also printed to the terminal)."""
-    lines = [f"# Quickstart summary\n", f"Finished in {summary['wall_time_s']:.0f} s "
+    lines = ["# Quickstart summary\n", f"Finished in {summary['wall_time_s']:.0f} s "
              f"(load average at start {summary['load_average_start']:.2f}, at end {summary['load_average_end']:.2f}"
              f", {summary['usable_cores']} usable cores). ![summary]({figure.name})\n",
              "| stage | seconds | gate |", "| --- | ---: | --- |"]

@@ -65,6 +65,8 @@ class SweepConfig:
     warmup_fraction: float = 0.05  # warmup steps = max(1, round(fraction * steps)) per point
     min_steps: int = 4  # points whose budget gives fewer steps are refused (too short to mean anything)
     seed: int = 0  # train.seed of every point
+    masks: tuple[str, ...] = ()  # ablations: repeat every point once per model.mask ("" : the trainer config's)
+    seeds: tuple[int, ...] = ()  # ablations: repeat every point once per train.seed (empty: `seed` only)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -81,6 +83,11 @@ class SweepConfig:
         require(0 <= self.warmup_fraction < 1, "warmup_fraction", self.warmup_fraction, "a float in [0, 1)")
         require(self.min_steps >= 1, "min_steps", self.min_steps, "an int >= 1")
         require(self.seed >= 0, "seed", self.seed, "an int >= 0")
+        from srdd_scale.model.config import MASK_MODES
+
+        require(all(m in MASK_MODES for m in self.masks) and len(set(self.masks)) == len(self.masks), "masks",
+                self.masks, f"distinct entries of {MASK_MODES}")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct seeds")
         for override in self.train_overrides:
             require("=" in override, "train_overrides", override, "key=value strings")
         self.executor.validate()

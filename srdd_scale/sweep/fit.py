@@ -73,7 +73,8 @@ def fit_power_law(points: Sequence[ScalingPoint], variable: str = "params") -> P
     check_points(points, (variable, "loss"), 3, f"power law in {variable}")
     log_x, log_loss = np.log(_column(points, variable)), np.log(_column(points, "loss"))
     if np.ptp(log_x) == 0:
-        raise FitError(f"power law in {variable}: needs >= 2 distinct values, got {len(points)} points have {variable}={points[0].__dict__[variable]}")
+        raise FitError(f"power law in {variable}: needs >= 2 distinct values, got {len(points)} points have "
+                       f"{variable}={points[0].__dict__[variable]}")
     alpha, intercept = np.polyfit(log_x, log_loss, 1)
     return PowerLawFit(
         variable=variable,

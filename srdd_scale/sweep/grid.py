@@ -34,6 +34,8 @@ class SweepPoint:
     flops: float  # C = steps * global_batch_size * training FLOPs per image
     train_configs: tuple[str, ...]
     overrides: tuple[str, ...]  # all trainer overrides of this point (shared first, the point's own last)
+    mask: str = ""  # model.mask of an ablation point ("" : the trainer config's)
+    seed: int = 0  # train.seed
 
 
 def sweep_dir(sweep: SweepConfig) -> Path:
@@ -67,10 +69,16 @@ def plan(sweep: SweepConfig) -> list[SweepPoint]:
         pairs = [(d, b, f"d{d}-D{_format_budget(b)}") for d in sweep.depths for b in sweep.tokens]
     else:
         pairs = [(d, b, f"C{_format_budget(b)}-d{d}") for b in sweep.flops for d in sweep.depths]
+    # Ablations repeat each (depth, budget) pair per mask and seed, seeds innermost so that a partial sweep
+    # has every mask at its first seed before any second seed.
+    variants = [(m, s) for s in (sweep.seeds or (sweep.seed,)) for m in (sweep.masks or ("",))]
+    pairs = [(d, b, name + (f"-{m}" if m else "") + (f"-s{s}" if sweep.seeds else ""), m, s)
+             for d, b, name in pairs for m, s in variants]
     points = []
-    for depth, budget, name in pairs:
-        shared = (*sweep.train_overrides, f"model.depth={depth}", f"train.schedule={sweep.schedule}",
-                  f"train.seed={sweep.seed}", f"logging.output_dir={runs_dir}", f"logging.run_name={name}")
+    for depth, budget, name, mask, seed in pairs:
+        shared = (*sweep.train_overrides, *((f"model.mask={mask}",) if mask else ()), f"model.depth={depth}",
+                  f"train.schedule={sweep.schedule}", f"train.seed={seed}", f"logging.output_dir={runs_dir}",
+                  f"logging.run_name={name}")
         # Steps are not known yet: resolve once with warmup 0 to read the sizes the counters need.
         cfg = run_config(sweep.train_configs, (*shared, "train.warmup_steps=0"))
         patch_nums = tuple(cfg.tokenizer.patch_nums)
@@ -96,6 +104,7 @@ def plan(sweep: SweepConfig) -> list[SweepPoint]:
             name=name, depth=depth, steps=steps, budget=float(budget), params=counts[PARAM_CONVENTION],
             param_counts=tuple(counts.items()), tokens=float(steps * batch * tokens_per_image),
             flops=float(steps * batch * image_flops), train_configs=tuple(sweep.train_configs), overrides=overrides,
+            mask=cfg.model.mask, seed=seed,
         ))
     return points
 

@@ -55,6 +55,8 @@ def build_result(point: SweepPoint, run_dir: Path, summary: dict, world_size: in
     return {
         "point": point.name,
         "depth": point.depth,
+        "mask": point.mask,
+        "seed": point.seed,
         "steps": summary["step"],
         "params": point.params,
         "param_convention": PARAM_CONVENTION,

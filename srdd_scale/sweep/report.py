@@ -97,8 +97,8 @@ def format_summary(summary: dict) -> str:
         fit = summary["parametric"]
         ci = fit["ci"]
         ci_text = "  ".join(f"{k} in [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" for k in ("E", "a", "b") if k in ci)
-        lines.append(f"Chinchilla: L = {fit['E']:.4g} + {fit['A']:.4g}/N^{fit['a']:.4f} + {fit['B']:.4g}/D^{fit['b']:.4f}"
-                     f"  ({fit['ci_level']:.0%} bootstrap CI: {ci_text})")
+        lines.append(f"Chinchilla: L = {fit['E']:.4g} + {fit['A']:.4g}/N^{fit['a']:.4f} + "
+                     f"{fit['B']:.4g}/D^{fit['b']:.4f}  ({fit['ci_level']:.0%} bootstrap CI: {ci_text})")
     if "isoflop" in summary:
         iso = summary["isoflop"]
         lines.append(f"IsoFLOP: N* ~ C^{iso['params_exponent']:.4f}  D* ~ C^{iso['tokens_exponent']:.4f}"

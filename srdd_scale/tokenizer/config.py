@@ -114,8 +114,8 @@ class TokenizerTrainConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints
     keep_checkpoints: int = 1  # newest complete checkpoints kept on disk
     grid_images: int = 8  # images in the reconstruction grid PNG
-    # torch intra-op threads, capped at the cores the load average leaves free (None: every free core). Results
-    # are bit-identical only at a fixed count: a conv's weight gradient summed by 2 threads rounds differently.
+    # torch intra-op threads; None: the cores the load average leaves free at start. Results are bit-identical
+    # only at a fixed count: a conv's weight gradient summed by 2 threads rounds differently.
     num_threads: Optional[int] = None
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype for encoder/decoder (quantizer stays fp32)
     eval_input: str = ""  # folder/.tar of held-out images for non-synthetic data ("": synthetic `heldout` split,
@@ -133,7 +133,7 @@ class TokenizerTrainConfig:
         for key in ("seed", "weight_decay", "grad_clip", "beta", "perceptual_weight", "dead_code_threshold"):
             require(getattr(self, key) >= 0, f"tokenizer_train.{key}", getattr(self, key), "a value >= 0")
         require(self.num_threads is None or self.num_threads >= 1, "tokenizer_train.num_threads", self.num_threads,
-                "an int >= 1 or null (torch's default)")
+                "an int >= 1 or null (the free cores)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"tokenizer_train.min_lr_ratio={self.min_lr_ratio}: expected 0..1")
         if self.l1_weight < 0 or self.l2_weight < 0 or self.l1_weight + self.l2_weight == 0:

@@ -109,7 +109,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         return self.embedding(indices).permute(0, 3, 1, 2)
 
     def quantize(self, f: torch.Tensor) -> QuantizerOutput:
-        """Residual-quantize the latent f (B, C, P, P). Gradients: codebook via the MSE, encoder via straight-through."""
+        """Residual-quantize the latent f (B, C, P, P).
+
+        Gradients: codebook via the MSE, encoder via straight-through."""
         with torch.autocast(f.device.type, enabled=False):  # nearest-code search and Phi stay fp32, as in VAR
             return self._quantize(f.float())
 
@@ -145,7 +147,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         return torch.stack(self.contributions_from_indices(indices)).sum(dim=0)
 
     def teacher_forcing_inputs(self, indices: list[torch.Tensor]) -> torch.Tensor:
-        """(B, L - p0^2, C): for each scale k >= 1, f_hat of scales < k area-downsampled to p_k (VAR's idxBl_to_var_input)."""
+        """(B, L - p0^2, C): for each scale k >= 1, f_hat of scales < k area-downsampled to p_k.
+
+        VAR's idxBl_to_var_input."""
         batch = indices[0].shape[0]
         size = self.latent_size
         f_hat = torch.zeros(batch, self.latent_dim, size, size, device=indices[0].device)

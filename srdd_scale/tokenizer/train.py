@@ -304,7 +304,8 @@ def _train(cfg: TokenizerRunConfig, output: Path, env) -> dict[str, float]:
             record = {"kind": "train", "step": step, "lr": lr, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),
                       "vq": quantized.vq_loss.item(), "train/psnr": float(psnr(reconstruction.detach().clamp(-1, 1),
                                                                                images).mean()),
-                      "usage/alive": alive, "reinit_codes": reinit, "images_per_s": window_images / (now - window_start),
+                      "usage/alive": alive, "reinit_codes": reinit,
+                      "images_per_s": window_images / (now - window_start),
                       "elapsed_s": elapsed, "skipped_images": stream.skipped}
             if perceptual_loss is not None:
                 record["perceptual"] = perceptual_loss.item()

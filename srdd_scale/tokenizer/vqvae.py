@@ -107,7 +107,9 @@ class MultiScaleVQTokenizer(nn.Module):
         return self.decoder(self.post_quant_conv(f_hat)).clamp(-1, 1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Training pass: unclamped reconstruction (gradients reach the encoder straight-through) and quantizer output."""
+        """Training pass: unclamped reconstruction and quantizer output.
+
+        Gradients reach the encoder straight-through."""
         quantized = self.quantize.quantize(self.encode_latent(images))
         return self.decoder(self.post_quant_conv(quantized.f_hat)), quantized
 

@@ -32,10 +32,19 @@ class TrainConfig:
     compile: bool = False  # torch.compile each block
     ema_decay: float = 0.0  # EMA of weights (0 disables; needs full parameters, so not with ZeRO-3)
     non_finite: Literal["skip", "stop"] = "skip"  # on a NaN/inf loss: skip the step (counted) or stop the run
+    max_consecutive_skips: int = 20  # stop the run (exit 3, no requeue) after this many skipped steps in a row
+    max_skip_fraction: float = 0.1  # ... or once more than this share of all steps was skipped (checked from
+    #                                 step max_consecutive_skips on)
+    loss_spike_factor: float = 0.0  # roll back to the last verified checkpoint when a step's loss exceeds this
+    #                                 x the running median, skipping the batches since (0 disables)
+    loss_spike_window: int = 50  # steps in the running median of the spike guard (it acts once this many are seen)
     checkpoint_every: int = 500  # save every N steps (plus at the end and on a stop signal; 0: only those)
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from the newest complete checkpoint in the run dir
     init_from: str = ""  # exported folder (tools/export_hf.py) whose weights start the run; "" = fresh init
+    distill_from: str = ""  # teacher export for scale distillation (train/distill.py); "" = plain CE
+    distill_weight: float = 0.5  # share of the teacher KL in the loss (the rest is CE on the codes)
+    distill_temperature: float = 1.0  # softmax temperature of teacher and student in the KL
     eval_every: int = 0  # held-out eval loss every N steps (0 disables)
     eval_batches: int = 4  # micro-batches per rank in each eval
     sample_every: int = 0  # sample grid for sample_prompts every N steps (0 disables)
@@ -45,6 +54,8 @@ class TrainConfig:
     def validate(self) -> None:
         require(self.seed >= 0, "train.seed", self.seed, "an int >= 0")
         require(self.total_steps > 0, "train.total_steps", self.total_steps, "a positive int")
+        require(0 <= self.distill_weight <= 1, "train.distill_weight", self.distill_weight, "a float in [0, 1]")
+        require(self.distill_temperature > 0, "train.distill_temperature", self.distill_temperature, "a float > 0")
         require(self.global_batch_size > 0, "train.global_batch_size", self.global_batch_size, "a positive int")
         require(self.base_lr > 0, "train.base_lr", self.base_lr, "a positive float")
         require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a float >= 0 (0 disables)")
@@ -68,6 +79,13 @@ class TrainConfig:
         require(all(c >= 0 for c in self.sample_class_ids), "train.sample_class_ids", self.sample_class_ids,
                 "class ids >= 0")
         require(self.keep_last >= 1, "train.keep_last", self.keep_last, "an int >= 1")
+        require(self.max_consecutive_skips >= 1, "train.max_consecutive_skips", self.max_consecutive_skips,
+                "an int >= 1")
+        require(0 < self.max_skip_fraction <= 1, "train.max_skip_fraction", self.max_skip_fraction,
+                "a float in (0, 1]")
+        require(self.loss_spike_factor == 0 or self.loss_spike_factor > 1, "train.loss_spike_factor",
+                self.loss_spike_factor, "0 (off) or a float > 1")
+        require(self.loss_spike_window >= 2, "train.loss_spike_window", self.loss_spike_window, "an int >= 2")
         require(self.eval_batches >= 1, "train.eval_batches", self.eval_batches, "an int >= 1")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -11,30 +13,44 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 
 from srdd_scale.train import checkpoint as ckpt
-from srdd_scale.train.backends import build_backend, model_construction, plan_batch
+from srdd_scale.train.backends import backend_class, build_backend, model_construction, plan_batch
 from srdd_scale.train.callbacks import default_callbacks
 from srdd_scale.train.callbacks.base import StepReport
 from srdd_scale.train.ema import EMA
 from srdd_scale.train.schedules import lr_at
 from srdd_scale.train.state import TrainState, all_reduce_mean, autocast, rng_isolated
-from srdd_scale.train.task import SRDDTask
-from srdd_scale.utils.dist import DistEnv, barrier, destroy_distributed, device_for, init_distributed
+from srdd_scale.train.distill import build_task
+from srdd_scale.train.safe_load import UnsafePickleError
+from srdd_scale.utils.dist import (
+    DistEnv, barrier, destroy_distributed, device_for, gather_objects, init_distributed,
+)
 from srdd_scale.utils.logging import get_logger, progress
 from srdd_scale.utils.rundir import prepare_run_dir, run_dir_for
 
 # Exit status after a stop signal (SIGTERM/SIGUSR1) once the checkpoint is complete: the job is unfinished and
 # should be requeued. 124 is also what `timeout` returns, so wrappers that requeue on time-outs handle both.
 REQUEUE_EXIT_CODE = 124
+# Exit status of a run that stopped because training went wrong (diverged, a refused checkpoint): requeueing
+# would only repeat it, so it differs from REQUEUE_EXIT_CODE and from Python's 1 for a crash.
+FAILURE_EXIT_CODE = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 log = get_logger("srdd_scale.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class TrainingFailure(RuntimeError):
+    """The run cannot usefully continue; the message says why, from which checkpoint and what to change."""
+
+
+class NonFiniteLossError(TrainingFailure):
     """A step's loss was NaN/inf and ``train.non_finite='stop'``."""
+
+
+class DivergenceError(TrainingFailure):
+    """Too many skipped steps in a row, or too large a share of them (``train.max_consecutive_skips`` etc.)."""
 
 
 def seed_everything(*keys: int) -> None:
@@ -56,7 +72,7 @@ class Trainer:
             prepare_run_dir(self.run_dir, cfg)
         barrier()
         self.plan = plan_batch(train, cfg.parallel, env.world_size)
-        self.task = SRDDTask(cfg, device)
+        self.task = build_task(cfg, device)
         torch.manual_seed(train.seed)  # identical initial weights on every rank and for every backend
         with model_construction(cfg.parallel, train):
             model = self.task.build_model()
@@ -76,14 +92,18 @@ class Trainer:
         barrier()
         meta = self.task.expected_meta()
         self.train_loader = build_dataloader(cfg.data, "train", self.plan.micro_batch_size, train.seed, meta,
-                                             num_workers=cfg.data.num_workers)
+                                             num_workers=cfg.data.num_workers, model_classes=cfg.model.num_classes)
         eval_loader = None
         if train.eval_every and cfg.data.heldout_path:
             eval_loader = build_dataloader(cfg.data, "heldout", self.plan.micro_batch_size, train.seed, meta,
-                                           num_workers=cfg.data.num_workers)
+                                           num_workers=cfg.data.num_workers, model_classes=cfg.model.num_classes)
         self.callbacks = default_callbacks(eval_loader)
         self.step = 0
-        self.non_finite_skips = 0
+        self.non_finite_skips = 0  # steps whose update was dropped (non-finite loss or grad norm), whole run
+        self.consecutive_skips = 0
+        self.spike_rollbacks = 0
+        self.recent_losses: collections.deque[float] = collections.deque(maxlen=train.loss_spike_window)
+        self.last_verified: Path | None = None  # newest checkpoint known good: written and hashed, or resumed
         self.stop_requested = False
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -143,31 +163,52 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     def save_checkpoint(self) -> Path:
-        """Collective: backend payload, then per-rank state, then (rank 0) the COMPLETE marker and pruning."""
+        """Collective: backend payload and per-rank state, then every rank hashes its share of the files as they
+        are on disk, then rank 0 writes COMPLETE (with all hashes) and only then prunes older checkpoints.
+
+        Every stage ends with the ranks agreeing on its outcome, so a failed write (a full disk, a read-only
+        folder) stops every rank with one message while the previous verified checkpoint stays untouched.
+        """
         folder = ckpt.step_dir(self.checkpoint_root, self.step)
-        if self.env.is_main:
-            ckpt.prepare_step_dir(folder)
-        barrier()
-        self.backend.save(folder, {"ema": self.ema.state_dict()} if self.ema else {})
-        ckpt.save_rank_state(folder, self.env.rank, {
-            "rng": ckpt.rng_state(), "loader": self.train_loader.state_dict(),
-            "non_finite_skips": self.non_finite_skips,
-        })
-        barrier()
-        if self.env.is_main:
+        shares: list[dict[str, Any]] = []
+
+        def write_payload() -> None:
+            self.backend.save(folder, {"ema": self.ema.state_dict()} if self.ema else {})
+            ckpt.save_rank_state(folder, self.env.rank, {
+                "rng": ckpt.rng_state(), "loader": self.train_loader.state_dict(),
+                "non_finite_skips": self.non_finite_skips,
+            })
+
+        def mark_and_prune() -> None:
             ckpt.mark_complete(folder, ckpt.CheckpointMeta(
                 step=self.step, backend=self.backend.name, world_size=self.env.world_size,
                 zero_stage=self.cfg.parallel.zero_stage, config_hash=self.run_dir.name.rsplit("-", 1)[-1],
+                hash_algorithm=ckpt.HASH_ALGORITHM, files={k: v for share in shares for k, v in share.items()},
             ))
-            ckpt.prune(self.checkpoint_root, self.cfg.train.keep_last)
-        barrier()
+            ckpt.prune(self.checkpoint_root, self.cfg.train.keep_last, verified=folder)
+
+        stages = (
+            lambda: ckpt.prepare_step_dir(folder) if self.env.is_main else None,
+            write_payload,
+            lambda: shares.extend(gather_objects(ckpt.hash_share(folder, self.env.rank, self.env.world_size))),
+            lambda: mark_and_prune() if self.env.is_main else None,
+        )
+        for stage in stages:
+            error = self._on_every_rank(stage, describe=lambda err: ckpt.describe_write_error(folder, err))
+            if error is not None:
+                if self.env.is_main:  # an unmarked folder is never resumed; removing it frees the space it took
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise TrainingFailure(f"could not write checkpoint {folder}: {error}. Nothing was deleted: "
+                                      f"{self._last_good()}, and the run resumes from it once this is fixed")
+        self.last_verified = folder
         return folder
 
     def _load_checkpoint(self, folder: Path) -> None:
         meta = ckpt.read_meta(folder)
-        if meta.backend != self.backend.name:
-            raise RuntimeError(f"checkpoint {folder} was written by backend {meta.backend!r}, this run uses "
-                               f"{self.backend.name!r}")
+        written_as = backend_class(meta.backend).checkpoint_format
+        if written_as != self.backend.checkpoint_format:
+            raise RuntimeError(f"checkpoint {folder} was written by backend {meta.backend!r} ({written_as} format), "
+                               f"which backend {self.backend.name!r} cannot read ({self.backend.checkpoint_format})")
         extra = self.backend.load(folder, meta, {"ema": self.ema.state_dict()} if self.ema else {})
         if self.ema:
             self.ema.load_state_dict(extra["ema"])
@@ -180,28 +221,111 @@ class Trainer:
             seed_everything(self.cfg.train.seed, self.env.rank, meta.step)
         self.non_finite_skips = int(shared["non_finite_skips"])
         self.step = meta.step
+        self.last_verified = folder
+
+    def _on_every_rank(self, action, describe=str) -> str | None:
+        """Run ``action`` on every rank; None when it succeeded everywhere, else the first failing rank's error
+        (as ``describe`` words it). A planted pickle is refused for good (TrainingFailure): it is a hostile file,
+        not a damaged one, so no older checkpoint is tried in its place."""
+        error = None
+        try:
+            action()
+        except UnsafePickleError as err:
+            error = ("unsafe", str(err))
+        except (Exception, CheckpointException) as err:  # DCP's error is a BaseException
+            error = ("failed", describe(err))
+        errors = [e for e in gather_objects(error) if e is not None]
+        unsafe = [text for kind, text in errors if kind == "unsafe"]
+        if unsafe:
+            raise TrainingFailure(f"{unsafe[0]}. Refusing to resume from a run folder holding it: remove the "
+                                  f"checkpoint (or the run folder) and check who wrote it")
+        return errors[0][1] if errors else None
 
     def resume(self) -> None:
-        """Continue from the newest complete checkpoint; a broken one is skipped (with a warning) for the previous."""
+        """Continue from the newest verified checkpoint; a damaged one is skipped (with a warning naming the file)
+        for the previous. All ranks verify their share of the files before any rank loads."""
         if self.cfg.train.resume == "never":
             return
         for step, folder in reversed(ckpt.complete_checkpoints(self.checkpoint_root)):
-            error = None
-            try:
-                self._load_checkpoint(folder)
-            except Exception as err:  # any failure to read a checkpoint means: try the previous one
-                error = err
-            failed = torch.tensor([float(error is not None)], device=self.device)
-            dist.all_reduce(failed, op=dist.ReduceOp.MAX)
-            if not failed.item():
-                log.info("resumed from %s (step %d)", folder, step)
+            error = self._on_every_rank(lambda: ckpt.verify_share(folder, ckpt.read_meta(folder), self.env.rank,
+                                                                  self.env.world_size))
+            if error is None:
+                error = self._on_every_rank(lambda: self._load_checkpoint(folder))
+            if error is None:
+                log.info("resumed from %s (step %d, verified)", folder, step)
                 return
             log.warning("checkpoint %s could not be loaded (%s); falling back to the previous complete one",
-                        folder, error or "failed on another rank")
-            self.step = 0
+                        folder, error)
+            self.step, self.last_verified = 0, None
         if ckpt.complete_checkpoints(self.checkpoint_root):
-            raise RuntimeError(f"no checkpoint under {self.checkpoint_root} could be loaded (see warnings above); "
-                               f"delete the folder or set train.resume=never to start over")
+            raise TrainingFailure(f"no checkpoint under {self.checkpoint_root} could be loaded (see warnings "
+                                  f"above); delete the folder or set train.resume=never to start over")
+
+    # ------------------------------------------------------------------------------------------ divergence guard
+
+    def _last_good(self) -> str:
+        if self.last_verified is None:
+            return f"no verified checkpoint exists yet under {self.checkpoint_root}"
+        return f"the last verified checkpoint is {self.last_verified}"
+
+    def _skipped(self, reason: str, steps: int) -> None:
+        """Count ``steps`` dropped steps ending at ``self.step``; stop the run when the guard's limits are hit."""
+        train = self.cfg.train
+        self.non_finite_skips += steps
+        self.consecutive_skips += steps
+        first = self.step - self.consecutive_skips + 1
+        log.warning("step %d: %s, update skipped (%d in a row, %d in the run)", self.step, reason,
+                    self.consecutive_skips, self.non_finite_skips)
+        if self.consecutive_skips >= train.max_consecutive_skips:
+            limit = (f"{self.consecutive_skips} consecutive skipped steps (train.max_consecutive_skips="
+                     f"{train.max_consecutive_skips})")
+        elif self.step >= train.max_consecutive_skips and self.non_finite_skips > train.max_skip_fraction * self.step:
+            limit = (f"{self.non_finite_skips} of {self.step} steps skipped (train.max_skip_fraction="
+                     f"{train.max_skip_fraction})")
+        else:
+            return
+        raise DivergenceError(
+            f"training diverged: {limit}, the last run of them at steps {first}-{self.step} ({reason}); "
+            f"{self._last_good()}. Lower train.base_lr or raise train.warmup_steps and resume, or raise "
+            f"train.max_consecutive_skips / train.max_skip_fraction if these skips are expected"
+        )
+
+    def _loss_spiked(self, loss: float) -> bool:
+        """loss > train.loss_spike_factor x the running median of the last loss_spike_window steps."""
+        train = self.cfg.train
+        if not train.loss_spike_factor:
+            return False
+        history = sorted(self.recent_losses)
+        full = len(history) == train.loss_spike_window
+        spiked = full and math.isfinite(loss) and loss > train.loss_spike_factor * history[len(history) // 2]
+        if not spiked and math.isfinite(loss):
+            self.recent_losses.append(loss)
+        return spiked
+
+    def _roll_back(self, loss: float):
+        """Reload the last verified checkpoint and skip the batches it has not seen up to this step (the window
+        that led to the spike). Returns the micro-batch iterator to continue with."""
+        spike_step = self.step
+        if self.last_verified is None:
+            raise DivergenceError(f"loss spike at step {spike_step} (loss {loss:.4g} > train.loss_spike_factor="
+                                  f"{self.cfg.train.loss_spike_factor} x the running median) and {self._last_good()} "
+                                  f"to roll back to; raise train.loss_spike_factor or lower train.base_lr")
+        folder = self.last_verified
+        error = self._on_every_rank(lambda: self._load_checkpoint(folder))
+        if error is not None:
+            raise TrainingFailure(f"loss spike at step {spike_step}: rolling back to {folder} failed ({error})")
+        window = spike_step - self.step
+        self.spike_rollbacks += 1
+        batches = self.micro_batches()
+        for _ in range(window * self.plan.grad_accum_steps):
+            next(batches)
+        log.warning("loss spike at step %d (loss %.4g > %g x median): rolled back to %s and skipped the batches of "
+                    "steps %d-%d", spike_step, loss, self.cfg.train.loss_spike_factor, folder, self.step + 1,
+                    spike_step)
+        self.step += window  # the skipped window still counts as steps done (schedule and data move on)
+        self.consecutive_skips = 0
+        self._skipped(f"loss spike {loss:.4g}, rolled back to {folder.name}", window)
+        return batches
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -230,21 +354,22 @@ class Trainer:
         if non_finite:
             if cfg.train.non_finite == "stop":
                 raise NonFiniteLossError(
-                    f"non-finite loss at step {self.step + 1} (train.non_finite='stop'); the newest complete "
-                    f"checkpoint under {self.checkpoint_root} is intact. Lower train.base_lr, raise "
-                    f"train.warmup_steps, or set train.non_finite=skip"
+                    f"non-finite loss at step {self.step + 1} (train.non_finite='stop'); {self._last_good()}. "
+                    f"Lower train.base_lr, raise train.warmup_steps, or set train.non_finite=skip"
                 )
             self.backend.discard_step()
-            self.non_finite_skips += 1
             grad_norm = math.nan
-            log.warning("non-finite loss at step %d: update skipped (%d so far)", self.step + 1,
-                        self.non_finite_skips)
         else:
-            grad_norm = self.backend.step()
-            if self.ema:
+            grad_norm = self.backend.step()  # a non-finite grad norm is never applied: the backend drops it
+            if self.ema and math.isfinite(grad_norm):
                 self.ema.update(self.backend.module)
         self.step += 1
+        if math.isfinite(grad_norm):
+            self.consecutive_skips = 0
+        else:
+            self._skipped("non-finite loss" if non_finite else "non-finite gradient norm", 1)
         reduced.update({"lr": lr, "grad_norm": grad_norm, "train/non_finite_skips": float(self.non_finite_skips),
+                        "train/spike_rollbacks": float(self.spike_rollbacks),
                         "train/images_seen": float(self.step * cfg.train.global_batch_size)})
         log_now = self.step % cfg.logging.log_every == 0 or self.step == cfg.train.total_steps
         return StepReport(step=self.step, metrics=reduced, log=log_now)
@@ -266,6 +391,9 @@ class Trainer:
         try:
             while self.step < cfg.train.total_steps:
                 report = self.train_step(batches)
+                if self._loss_spiked(report.metrics["loss"]):
+                    batches = self._roll_back(report.metrics["loss"])
+                    continue
                 state = self.state()
                 for callback in self.callbacks:
                     callback.on_step_end(state, report)
@@ -309,5 +437,8 @@ def run(cfg: Any, stop_at_step: int | None = None) -> dict[str, Any]:
     try:
         trainer = Trainer(cfg, env, device_for(env), stop_at_step=stop_at_step)
         return trainer.fit()
+    except TrainingFailure as err:
+        log.error("%s", err)
+        return {"rank": env.rank, "exit_code": FAILURE_EXIT_CODE, "error": str(err)}
     finally:
         destroy_distributed()

@@ -1,9 +1,9 @@
 """How many CPU threads a stage may use on a machine that other work shares, and an OpenMP wait that yields.
 
-Measured on 2 cores with one busy background core (docs/LOG.md): two intra-op threads under the default
-(active, spinning) OpenMP wait ran the image tokenizer ~25x slower than one thread, because each parallel
-region waits for the thread that lost its core while the other spins. A passive wait sleeps instead of
-spinning, and a thread count that follows the free cores avoids the wait altogether.
+With more threads than free cores, every parallel region waits for the thread that lost its core, and under
+OpenMP's default wait the other threads spin meanwhile: on this shared 2-core machine (load average ~10) the
+image tokenizer with 2 threads burnt ~10x the CPU per step of 1 thread and ran ~25x slower (docs/LOG.md). A passive wait
+sleeps instead of spinning, and a thread count that follows the free cores avoids most of the waiting.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ def free_cores(load: Optional[float] = None) -> int:
 
 
 def stage_threads(requested: Optional[int], load: Optional[float] = None) -> int:
-    """Threads for one stage: the request (None: every usable core), capped at the free cores."""
-    wanted = requested if requested else usable_cores()
-    return max(1, min(wanted, free_cores(load)))
+    """Threads for one stage: an explicit request as asked (results depend on the count, so a config that
+    names one must get it), or, for None, the cores free now."""
+    return requested if requested else free_cores(load)
 
 
 def with_passive_wait(env: Mapping[str, str]) -> dict[str, str]:

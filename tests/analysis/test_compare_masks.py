@@ -65,6 +65,7 @@ def test_eval_curve_and_outputs(tmp_path):
     assert "| markovian | 3.5000 | 0.2000 |" in summary_table(results)
 
 
+@pytest.mark.slow
 def test_tool_end_to_end_two_steps(tiny_tokenizer, tmp_path):
     work = tmp_path / "work"
     cmd = [sys.executable, str(ROOT / "tools" / "compare_masks.py"), "--work", str(work), "--tokenizer",

@@ -36,6 +36,16 @@ def test_folder_is_read_back_by_the_folder_source(idx_root, tmp_path):
     assert np.array_equal(np.asarray(samples[2].image.convert("L")), expected)
 
 
+def test_folder_is_an_image_folder_in_fashion_mnists_class_order(idx_root, tmp_path):
+    write_split_folder(idx_root, "test", tmp_path / "out")
+    assert (tmp_path / "out" / "classes.txt").read_text().split("\n")[:3] == ["t-shirt", "trouser", "pullover"]
+    assert (tmp_path / "out" / "pullover" / "test_00002.png").is_file()
+    cfg = DataConfig(source="folder", input=str(tmp_path / "out"), image_size=32, class_labels=True, captions=False)
+    samples = list(iter_refs(cfg, list_inputs(cfg)))
+    assert [(s.key, s.class_id) for s in samples] == [("t-shirt/test_00000", 0), ("trouser/test_00001", 1),
+                                                      ("pullover/test_00002", 2)]
+
+
 def test_bad_files_are_named(idx_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.gz: not found"):
         read_idx(tmp_path / "missing.gz")
@@ -51,8 +61,8 @@ def test_tool_writes_both_splits(idx_root, tmp_path):
     done = subprocess.run([sys.executable, "tools/import_fashion_mnist.py", "--root", str(idx_root),
                            "--output", str(tmp_path / "fm"), "--train-limit", "2"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert len(list((tmp_path / "fm" / "train").glob("*.png"))) == 2
-    assert len(list((tmp_path / "fm" / "test").glob("*.png"))) == 3
+    assert len(list((tmp_path / "fm" / "train").rglob("*.png"))) == 2
+    assert len(list((tmp_path / "fm" / "test").rglob("*.png"))) == 3
 
 
 @pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="dataset-fashion-mnist is not installed (.ci/run installs it)")

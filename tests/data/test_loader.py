@@ -166,7 +166,8 @@ def test_out_of_vocabulary_codes_are_refused_at_collate(tmp_path, shapes_shards,
     assert json.loads((folder / "meta.json").read_text())["vocab_size"] == image_tokenizer.vocab_size
     loader = build_dataloader(_cfg(tmp_path), "train", 2, 0, expected)
     vocab = image_tokenizer.vocab_size
-    with pytest.raises(CorruptShardError, match=rf"{folder}: sample 'sample[13]' holds codes id {vocab}, outside \[0, {vocab}\)"):
+    with pytest.raises(CorruptShardError,
+                       match=rf"{folder}: sample 'sample[13]' holds codes id {vocab}, outside \[0, {vocab}\)"):
         _all(loader)
 
 
@@ -190,17 +191,16 @@ def test_read_only_dataset_trains_through_a_local_cache(tmp_path, shapes_shards,
     """As a user who may not write to the dataset folder (root may write anywhere, so run as nobody)."""
     import json
     import os
+    import shutil
     import subprocess
     import sys
     import tempfile
     from pathlib import Path
 
-    root, _ = _copy(shapes_shards, tmp_path)
+    # Outside pytest's basetemp: a concurrent pytest session resets /tmp/pytest-of-root to 0700.
     work = Path(tempfile.mkdtemp(prefix="srdd-ro-", dir="/tmp"))
     os.chmod(work, 0o777)
-    for path in [tmp_path, *tmp_path.parents]:
-        if path != Path("/") and path.stat().st_mode & 0o005 != 0o005:
-            os.chmod(path, path.stat().st_mode | 0o005)  # others may look in, not write
+    root, _ = _copy(shapes_shards, work / "dataset")
     for path in [root, *root.rglob("*")]:
         os.chmod(path, 0o555 if path.is_dir() else 0o444)
     expected = json.dumps(tokenizer_meta(image_tokenizer, text_tokenizer))
@@ -210,3 +210,4 @@ def test_read_only_dataset_trains_through_a_local_cache(tmp_path, shapes_shards,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split()[-1]) == 24
     assert not list((root / "train").rglob("shard.*.mds"))  # nothing was decompressed next to the shards
+    shutil.rmtree(work)

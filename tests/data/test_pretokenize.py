@@ -104,7 +104,8 @@ def test_complete_part_from_another_tokenizer_is_not_reused(tmp_path, shapes_con
     pretokenize_part(shapes_config(), tmp_path, image_tokenizer, text_tokenizer)
     merge_parts(tmp_path, 1)
     (tmp_path / "notes.txt").write_text("not ours")
-    with pytest.raises(OutputError, match=r"holds a dataset this run did not write \(index.json, meta.json, stats.json, COMPLETE, notes.txt"):
+    with pytest.raises(OutputError, match=r"holds a dataset this run did not write "
+                                          r"\(index.json, meta.json, stats.json, COMPLETE, notes.txt"):
         pretokenize_part(shapes_config(), tmp_path, other_image_tokenizer, text_tokenizer)
     with pytest.raises(OutputError, match=r"files that belong to no dataset \(notes.txt\)"):
         pretokenize_part(shapes_config(), tmp_path, other_image_tokenizer, text_tokenizer, overwrite=True)
@@ -118,5 +119,6 @@ def test_unwritable_output_gives_one_line_error(tmp_path, shapes_config, image_t
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match=r"--output .*file is a file, expected a folder"):
         pretokenize_part(shapes_config(), tmp_path / "file", image_tokenizer, text_tokenizer)
-    with pytest.raises(OutputError, match=r"cannot write .*file/sub/part-00000-of-00001: Not a directory$"):
+    with pytest.raises(OutputError, match=r"cannot write .*file/sub/part-00000-of-00001: Not a directory; a part of "
+                                          r"the path is a file, not a folder"):
         pretokenize_part(shapes_config(), tmp_path / "file" / "sub", image_tokenizer, text_tokenizer)

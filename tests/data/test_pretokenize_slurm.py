@@ -14,7 +14,8 @@ from srdd_scale.tokenizer import save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not slurm_reachable(), reason="no SLURM controller answers")]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm,
+              pytest.mark.skipif(not slurm_reachable(), reason="no SLURM controller answers")]
 
 
 def test_array_parts_then_merge(tmp_path, image_tokenizer, text_cfg):

@@ -101,6 +101,34 @@ def test_bad_or_empty_input_fails_at_once(tmp_path, monkeypatch, make_input, mes
     assert not (tmp_path / "out").exists() and not (tmp_path / "artifacts").exists()
 
 
+def test_missing_caption_tokenizer_says_how_to_get_one(tmp_path, monkeypatch, image_tokenizer):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    generate_shape_sample(0, "train", 0, 40).image.save(corpus / "0.png")
+    (corpus / "0.txt").write_text("a red circle")
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    with pytest.raises(SystemExit) as exit_info:
+        pretokenize.main(["--input", str(corpus), "--output", str(tmp_path / "out"),
+                          f"tokenizer.checkpoint={checkpoint}"])
+    message = str(exit_info.value.code)
+    assert f"tools/train_text_tokenizer.py --input {corpus} --output" in message and "text.tokenizer=minilm" in message
+
+
+def test_overwrite_flag_replaces_a_foreign_dataset(tmp_path, capsys, image_tokenizer, text_cfg):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.json").write_text('{"version": 2, "shards": []}')  # an MDS dataset of someone else
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    common = ["--output", str(out), f"tokenizer.checkpoint={checkpoint}", f"text.tokenizer={text_cfg.tokenizer}",
+              "data.synthetic_train_samples=4", "data.synthetic_heldout_samples=0", "data.decode_workers=0"]
+    with pytest.raises(SystemExit, match=r"error: --output .*out holds a dataset this run did not write \(index.json\)"
+                       r"; pass --overwrite"):
+        pretokenize.main(common)
+    assert pretokenize.main(common + ["--overwrite"]) == 0
+    assert len(StreamingDataset(local=str(out), shuffle=False)) == 4
+
+
 def test_train_text_tokenizer_tool(tmp_path, capsys):
     tool = train_text_tokenizer
     assert tool.main(["--output", str(tmp_path / "spm"), "--vocab-size", "96", "--max-captions", "300",
@@ -110,6 +138,7 @@ def test_train_text_tokenizer_tool(tmp_path, capsys):
     assert 0 < tok.vocab_size <= 96
 
 
+@pytest.mark.slow
 @pytest.mark.world_size(2)
 def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, text_cfg):
     checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
@@ -127,13 +156,34 @@ def test_torchrun_ranks_write_parts_and_rank0_merges(tmp_path, image_tokenizer, 
         assert len(StreamingDataset(local=str(tmp_path / split), shuffle=False)) == count
 
 
+@pytest.mark.slow
 def test_bench_pretokenize_smoke(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tool = bench_pretokenize
-    assert tool.main(["--small-images", "8", "--var-images", "1", "--batch-size", "4", "--decode-workers", "0",
-                      "--device", "cpu", "--json", str(tmp_path / "bench.json")]) == 0
+    assert bench_pretokenize.main(["--small-images", "8", "--var-images", "1", "--batch-size", "4", "--decode-workers",
+                                   "0", "--device", "cpu", "--out", str(tmp_path / "bench.json")]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     small, var = report["results"]
     assert (small["config"], small["written"], small["tokens_per_image"]) == ("small", 8, 130)
     assert (var["config"], var["written"], var["tokens_per_image"], var["image_size"]) == ("var256", 1, 680, 256)
     assert small["images_per_s"] > 0 and var["images_per_s"] > 0 and report["provenance"]["machine"]["cpu_count"]
+
+
+def test_full_output_disk_gives_one_line_error(tmp_path, image_tokenizer, text_cfg):
+    """A full disk, as a file-size limit (RLIMIT_FSIZE) makes it: the write fails with EFBIG, the tool says so."""
+    import resource
+    import signal
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get the error, not the signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    checkpoint = save_tokenizer(image_tokenizer, tmp_path / "tok")
+    proc = subprocess.run(
+        [sys.executable, str(TOOLS / "pretokenize.py"), "--output", str(tmp_path / "out"),
+         f"tokenizer.checkpoint={checkpoint}", f"text.tokenizer={text_cfg.tokenizer}", "data.decode_workers=0",
+         "data.synthetic_train_samples=40", "data.synthetic_heldout_samples=0"],
+        capture_output=True, text=True, preexec_fn=limit_file_size, cwd=tmp_path, timeout=300,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {tmp_path / 'out'}") and ": File too large;" in last, last

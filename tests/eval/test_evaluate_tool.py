@@ -1,19 +1,12 @@
-"""tools/evaluate.py end to end: prompts/reference writing, prompt accuracy with grid, FID, errors."""
+"""The evaluate CLI end to end: prompts/reference writing, prompt accuracy with grid, FID, errors."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "evaluate.py"
-
-
-def run_tool(*args, cwd):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+from srdd_scale.cli.evaluate import main as evaluate
 
 
 def _samples_folder(folder: Path, prompts: Path) -> None:
@@ -35,40 +28,45 @@ def _samples_folder(folder: Path, prompts: Path) -> None:
     Image.new("RGB", (300, 100)).save(folder / "grid.png")
 
 
-def test_prompt_accuracy_and_fid_end_to_end(tmp_path):
-    done = run_tool("--write-prompts", "prompts.jsonl", "--write-reference", "ref", "--count", 6,
-                    "--split", "heldout", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+@pytest.mark.slow
+def test_prompt_accuracy_and_fid_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert evaluate(["write-prompts", "prompts.jsonl", "--count", "6", "--split", "heldout"]) == 0
+    assert evaluate(["write-reference", "ref", "--count", "6", "--split", "heldout"]) == 0
     assert len(list((tmp_path / "ref").glob("*.png"))) == 6
     _samples_folder(tmp_path / "samples", tmp_path / "prompts.jsonl")
 
-    done = run_tool("--prompt-accuracy", "samples", "--fid", "samples", "ref", "--batch-size", 4,
-                    "--out", "eval.json", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "eval.json").read_text())
-    accuracy = result["prompt_accuracy"]
+    assert evaluate(["prompt-accuracy", "samples", "--out", "accuracy.json"]) == 0
+    assert evaluate(["fid", "samples", "ref", "--batch-size", "4", "--out", "fid.json"]) == 0
+    accuracy = json.loads((tmp_path / "accuracy.json").read_text())
+    fid = json.loads((tmp_path / "fid.json").read_text())
     assert accuracy["num_images"] == 6
     assert accuracy["count"] == accuracy["joint_colour_shape"] == accuracy["all"] == 5 / 6
     grid = Image.open(accuracy["grid"] if Path(accuracy["grid"]).is_absolute() else tmp_path / accuracy["grid"])
     assert grid.size[0] > 6 * 64 and not (tmp_path / "samples" / "samples_prompt_accuracy_grid.png").exists()
     # grid.png is not listed in prompts.jsonl, so it is not a sample.
-    assert result["fid"]["num_generated"] == result["fid"]["num_reference"] == 6
-    assert result["fid"]["fid"] > 1.0  # one blank image among six
+    assert fid["num_generated"] == fid["num_reference"] == 6
+    assert fid["fid"] > 1.0  # one blank image among six
 
 
-def test_errors_name_what_is_missing(tmp_path):
-    done = run_tool("--prompt-accuracy", "nowhere", cwd=tmp_path)
-    assert done.returncode == 2 and "nowhere/prompts.jsonl" in done.stderr
-    done = run_tool("--fid", "a", "b", "--inception", tmp_path / "missing.pt", cwd=tmp_path)
-    assert done.returncode == 2 and "Image folder not found: a" in done.stderr
+def test_errors_name_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert evaluate(["prompt-accuracy", "nowhere"]) == 2
+    assert "nowhere/prompts.jsonl" in capsys.readouterr().err
+    assert evaluate(["fid", "a", "b", "--inception", str(tmp_path / "missing.pt")]) == 2
+    assert "Image folder not found: a" in capsys.readouterr().err
     (tmp_path / "a").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
-    done = run_tool("--fid", "a", "a", "--inception", tmp_path / "missing.pt", cwd=tmp_path)
-    assert done.returncode == 2 and "missing.pt" in done.stderr
-    done = run_tool(cwd=tmp_path)
-    assert done.returncode == 2 and "choose at least one" in done.stderr
+    assert evaluate(["fid", "a", "a", "--inception", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    for argv, message in (([], "required: COMMAND"), (["val-loss", "data"], "required: --model")):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+
+@pytest.mark.slow
 def test_tokenizer_ceiling_scores_reconstructions(tmp_path):
     import torch
 
@@ -79,9 +77,9 @@ def test_tokenizer_ceiling_scores_reconstructions(tmp_path):
                                                 latent_dim=4, vocab_size=16, patch_nums=(1, 2, 4, 8),
                                                 share_quant_resi=2, norm="none"))
     save_tokenizer(untrained, tmp_path / "tok")
-    done = run_tool("--tokenizer-ceiling", tmp_path / "tok", "--count", 4, "--out", "ceiling.json", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "ceiling.json").read_text())["tokenizer_ceiling"]
+    out = tmp_path / "ceiling.json"
+    assert evaluate(["tokenizer-ceiling", str(tmp_path / "tok"), "--count", "4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
     assert result["train"]["num_images"] == result["heldout"]["num_images"] == 4
     # an untrained tokenizer returns no recognisable shapes (the analyser itself reads dataset images at 100%)
     assert result["heldout"]["joint_colour_shape"] == 0.0 and not result["passed"]

@@ -1,23 +1,17 @@
 """Tiny trained runs (2 real ranks, 2 steps) of each backend and their exports, shared by the export tests.
 
-The assets and launcher are the trainer tests' own (tests/train/conftest.py), loaded by path because the
-test tree uses importlib mode (no package imports between test folders).
+The assets and launcher are the trainer tests' own (tests/helpers/training.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from srdd_scale.data.loader import release_stale_shared_memory
 from srdd_scale.export.export import export_checkpoint
-
-_spec = importlib.util.spec_from_file_location("train_test_helpers",
-                                               Path(__file__).resolve().parents[1] / "train" / "conftest.py")
-train_helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_helpers)
-train_assets = train_helpers.train_assets  # the session fixture, re-exported for this folder
+from tests.helpers.training import base_overrides, launch_ok
 
 # run name -> (backend, extra overrides); ZeRO-3 is the stage whose weights exist only as shards
 RUNS = {
@@ -32,9 +26,9 @@ def train_run(assets: dict[str, str], root: Path, name: str) -> Path:
     """Train a d2 model for 2 steps on 2 ranks as RUNS[name] says; returns its run directory."""
     output = root / "runs"
     backend, extra = RUNS[name]
-    overrides = train_helpers.base_overrides(assets, output, backend, **{
+    overrides = base_overrides(assets, output, backend, **{
         "train.total_steps": 2, "train.checkpoint_every": 2, "train.eval_every": 0, **extra})
-    train_helpers.launch_ok(overrides, root)
+    launch_ok(overrides, root)
     (run_dir,) = output.glob("run-*")
     return run_dir
 
@@ -47,11 +41,11 @@ def trained(train_assets, tmp_path_factory):
     def get(name: str) -> tuple[Path, Path]:
         if name not in cache:
             root = tmp_path_factory.mktemp(f"run_{name}")
-            train_helpers.release_stale_shared_memory()  # streaming's prefixes leaked by earlier killed jobs
+            release_stale_shared_memory()  # streaming's prefixes leaked by earlier killed jobs
             try:
                 run_dir = train_run(train_assets, root, name)
             finally:
-                train_helpers.release_stale_shared_memory()
+                release_stale_shared_memory()
             cache[name] = (run_dir, export_checkpoint(run_dir, root / "export"))
         return cache[name]
 

@@ -24,6 +24,8 @@ from srdd_scale.model.sampler import sample
 from srdd_scale.tokenizer import split_codes
 from srdd_scale.train.task import SRDDTask
 
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
+
 # Runs in `python -I` from an empty folder: srdd_scale's editable-install finder is dropped before anything
 # is imported, so transformers must find every module it needs inside the exported folder.
 HIDDEN_LOAD = textwrap.dedent("""
@@ -111,7 +113,7 @@ def test_seeded_sampling_identical_before_and_after_export(trained):
     task, model, _ = reference(run_dir)
     pipe = SRDDPipeline.from_pretrained(export_dir)
     prompts = ["a red circle", "a small blue square", "a green triangle"]
-    cfg = SamplingConfig(cfg_scale=2.0, top_k=8, top_p=0.9, mr_steps=1, p_resample=0.05)
+    cfg = SamplingConfig(cfg_scale=2.0, top_k=8, top_p=0.9, resample="mask", mr_steps=1, p_resample=0.05)
     text_states, text_mask = pipe.encode_prompts(prompts)
     before = sample(model, task.tokenizer, text_states=text_states, text_mask=text_mask, cfg=cfg,
                     generator=torch.Generator().manual_seed(7))
@@ -208,3 +210,79 @@ def test_ema_export(trained, tmp_path):
     assert json.loads((out / "config.json").read_text())["training"]["ema_weights"] is True
     with pytest.raises(ValueError, match="no EMA weights"):
         export_checkpoint(trained("ddp")[0], tmp_path / "none", ema=True)
+
+
+def test_swapped_tokenizers_are_refused_by_identity(trained, tmp_path):
+    """config.json records both tokenizers' identities; a swapped text tokenizer or altered image tokenizer is
+    refused naming the tokenizer, not silently used."""
+    from safetensors.torch import load_file, save_file
+
+    from srdd_scale.data.shapes import iter_shapes
+    from srdd_scale.export.folder import ExportIdentityError
+    from srdd_scale.text import train_sentencepiece
+
+    _, export_dir = trained("ddp")
+    identities = json.loads((export_dir / "config.json").read_text())["identities"]
+    assert set(identities) == {"image_tokenizer", "text_tokenizer"}
+    folder = _broken_copy(export_dir, tmp_path, "text_swapped")
+    (spm,) = (folder / "text_tokenizer").glob("*.model")
+    captions = (s.caption for s in iter_shapes("train", seed=1, image_size=16, count=500))
+    other = train_sentencepiece(captions, tmp_path / "other", vocab_size=80)
+    shutil.copy(other, spm)
+    with pytest.raises(ExportIdentityError, match="text tokenizer"):
+        SRDDPipeline.from_pretrained(folder)
+    folder = _broken_copy(export_dir, tmp_path, "image_swapped")
+    weights = folder / "image_tokenizer" / "tokenizer.safetensors"
+    state = load_file(str(weights))
+    name = next(iter(state))
+    save_file({**state, name: state[name] + 0.01}, str(weights))
+    with pytest.raises(ExportIdentityError, match="image tokenizer"):
+        SRDDPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("value", ["../outside/spm.model", "/etc/passwd"])
+def test_export_paths_must_stay_inside_the_folder(trained, tmp_path, value):
+    _, export_dir = trained("ddp")
+    folder = _broken_copy(export_dir, tmp_path, "escape")
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["tokenizer"] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportFolderError, match="points outside the export folder"):
+        SRDDPipeline.from_pretrained(folder)
+
+
+def test_planted_pickle_in_an_export_is_refused_by_every_loader(trained, tmp_path):
+    """A `pytorch_model.bin` payload beside the safetensors: our pipeline and plain transformers both refuse."""
+    _, export_dir = trained("ddp")
+    folder = _broken_copy(export_dir, tmp_path, "planted")
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"transformer.pos_embed": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(ExportFolderError, match=r"pytorch_model\.bin: a pickle-format file"):
+        SRDDPipeline.from_pretrained(folder)
+    from transformers import AutoModel
+
+    with pytest.raises(OSError, match=r"pytorch_model\.bin: a pickle-format file"):
+        AutoModel.from_pretrained(str(folder), trust_remote_code=True)
+    assert not marker.exists()
+
+
+def test_export_verifies_the_checkpoint_and_names_the_damaged_file(trained, tmp_path):
+    from srdd_scale.train.checkpoint import CheckpointVerificationError
+
+    run_dir, _ = trained("ddp")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    _, folder = resolve_checkpoint(copy)
+    distcp = sorted((folder / "dcp").glob("*.distcp"))[-1]
+    data = bytearray(distcp.read_bytes())
+    data[-10] ^= 0x40
+    distcp.write_bytes(bytes(data))
+    with pytest.raises(CheckpointVerificationError, match=rf"{distcp.name}: content hash differs"):
+        export_checkpoint(folder, tmp_path / "out")
+    with pytest.raises(CheckpointVerificationError, match="none of its 1 complete checkpoints passed"):
+        export_checkpoint(copy, tmp_path / "out")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,9 @@ from srdd_scale.export.importing import load_exported_weights
 from srdd_scale.export.pipeline import SRDDPipeline
 from srdd_scale.export.val_loss import validation_loss
 from srdd_scale.model import build_model
+from tests.helpers.training import base_overrides, launch_ok, write_split
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
 
 
 def test_load_exported_weights_into_reduced_schedule(trained):
@@ -105,9 +105,9 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
     assert result["loss/mean"] == pytest.approx(weighted, rel=1e-5)
     assert 0 <= result["acc/mean"] <= 1
     report = tmp_path / "val.json"
-    assert evaluate.main(["--val-loss", train_assets["heldout"], "--model", str(export_dir),
+    assert evaluate.main(["val-loss", train_assets["heldout"], "--model", str(export_dir),
                                    "--batch-size", "4", "--out", str(report)]) == 0
-    via_cli = json.loads(report.read_text())["val_loss"]
+    via_cli = json.loads(report.read_text())
     assert via_cli["patch_nums"] == result["patch_nums"]
     assert {k: v for k, v in via_cli.items() if k.startswith(("loss", "acc"))} == pytest.approx(
         {k: v for k, v in result.items() if k.startswith(("loss", "acc"))})
@@ -115,27 +115,22 @@ def test_export_tool_and_validation_loss(trained, train_assets, tmp_path):
 
 def test_train_init_from_export_on_a_reduced_schedule(trained, train_assets, tmp_path):
     """Scale distillation's first step: shards re-pretokenized on 1,4,8 and a run started from the 1,2,4,8 export."""
-    import importlib.util as util
-
     from srdd_scale.export.checkpoints import read_model_state, resolve_checkpoint
     from srdd_scale.text import TextConfig, load_text_tokenizer
     from srdd_scale.tokenizer import load_tokenizer
 
-    spec = util.spec_from_file_location("train_helpers", ROOT / "tests" / "train" / "conftest.py")
-    helpers = util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
     _, export_dir = trained("ddp")
     reduced = (1, 4, 8)
     tokenizer = load_tokenizer(train_assets["tokenizer"], patch_nums=reduced)
     text_tokenizer = load_text_tokenizer(TextConfig(tokenizer=train_assets["spm"], max_length=16, vocab_size=96))
-    helpers._write_split(tmp_path / "train_148", "train", 16, tokenizer, text_tokenizer)
+    write_split(tmp_path / "train_148", "train", 16, tokenizer, text_tokenizer)
     output = tmp_path / "runs"
     # a vanishing learning rate: after one step the weights are still the remapped export's
-    overrides = helpers.base_overrides(train_assets, output, "ddp", **{
+    overrides = base_overrides(train_assets, output, "ddp", **{
         "tokenizer.patch_nums": "[1,4,8]", "data.train_path": str(tmp_path / "train_148"), "data.heldout_path": "",
         "train.init_from": str(export_dir), "train.total_steps": 1, "train.base_lr": 1e-12,
         "train.checkpoint_every": 1, "train.warmup_steps": 0})
-    helpers.launch_ok(overrides, tmp_path, world=1)
+    launch_ok(overrides, tmp_path, world=1)
     (run_dir,) = output.glob("run-*")
     full = SRDDPipeline.from_pretrained(export_dir).model
     expected = build_model(full.cfg, reduced, full.vocab_size, full.latent_dim, full.text_dim)

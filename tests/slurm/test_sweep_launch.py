@@ -13,6 +13,8 @@ from srdd_scale.cli.sweep import main as sweep_main
 
 from .conftest import needs_slurm, trainer_overrides
 
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
+
 TOKENS_PER_STEP = 8 * (1 + 4 + 16 + 64)  # global batch 8 x tokens per image of patch_nums (1, 2, 4, 8)
 
 

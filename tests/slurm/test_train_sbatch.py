@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import ROOT, needs_slurm, trainer_overrides
 
-pytestmark = [pytest.mark.slurm, needs_slurm]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, needs_slurm]
 
 
 def _sbatch(tmp_path: Path, overrides: list[str]) -> tuple[str, Path]:
@@ -98,8 +98,11 @@ def test_preempted_job_requeues_and_resumes_to_the_same_final_step(train_assets,
               "the job to be requeued", log)
     # Lifting it while the node still tears down the first run once got the restart killed with it
     # (proctrack/linuxproc, no cgroups): wait until no node is COMPLETING, plus a margin.
-    _wait_for(lambda: "comp" not in subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True,
-                                                    text=True).stdout.lower(), 120, "the node to finish the first run", log)
+    def node_idle() -> bool:
+        states = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout
+        return "comp" not in states.lower()
+
+    _wait_for(node_idle, 120, "the node to finish the first run", log)
     time.sleep(3)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     state = _wait_until_ended(job_id, log)

@@ -11,8 +11,8 @@ import pytest
 
 from srdd_scale.sweep.fit import (
     FitError,
-    best_per_size,
     ScalingPoint,
+    best_per_size,
     compute_frontier,
     fit_isoflop,
     fit_isoflop_curve,
@@ -112,12 +112,14 @@ def test_recommendation_from_parametric_minimises_loss_on_budget():
 
 
 def test_best_per_size_keeps_each_sizes_lowest_loss():
-    points = [ScalingPoint(n, p, 1, 1, l) for n, p, l in [("a", 2, 3.0), ("b", 1, 4.0), ("c", 2, 2.5), ("d", 1, 4.5)]]
+    points = [ScalingPoint(n, p, 1, 1, loss) for n, p, loss in [("a", 2, 3.0), ("b", 1, 4.0), ("c", 2, 2.5),
+                                                                   ("d", 1, 4.5)]]
     assert [p.name for p in best_per_size(points)] == ["b", "c"]
 
 
 def test_frontier_is_lower_envelope():
-    points = [ScalingPoint(str(i), 1, 1, c, l) for i, (c, l) in enumerate([(1, 5), (2, 6), (3, 4), (4, 4.5), (5, 3)])]
+    points = [ScalingPoint(str(i), 1, 1, c, loss) for i, (c, loss) in enumerate([(1, 5), (2, 6), (3, 4), (4, 4.5),
+                                                                                  (5, 3)])]
     assert [p.name for p in compute_frontier(points)] == ["0", "2", "4"]
 
 
@@ -133,7 +135,8 @@ def test_frontier_is_lower_envelope():
         (grid_points(0.0)[:5], lambda p: fit_parametric(p), "at least 6 points, got 5"),
         ([ScalingPoint(str(i), 1e6 * (i + 1), 1e9, 1.0, 3.0) for i in range(8)], lambda p: fit_parametric(p),
          "2 distinct values of tokens"),
-        ([ScalingPoint(str(i), n, 1e9, 1e18, 3.0 - 0.1 * (math.log(n) - 16) ** 2) for i, n in enumerate([1e6, 1e7, 1e8])],
+        ([ScalingPoint(str(i), n, 1e9, 1e18, 3.0 - 0.1 * (math.log(n) - 16) ** 2)
+          for i, n in enumerate([1e6, 1e7, 1e8])],
          fit_isoflop_curve, "opens downwards"),
         (isoflop_points(budgets=(1e18,)), fit_isoflop, "needs >= 2 compute budgets"),
     ],

@@ -45,6 +45,22 @@ def test_isoflop_points_spend_their_budget(tmp_path):
         assert abs(p.flops - budget) <= 0.5 * p.flops / p.steps  # within half a step of the budget
 
 
+def test_mask_seed_ablation_repeats_each_point_at_equal_flops(tmp_path):
+    budget = 1e11
+    points = plan(_sweep(tmp_path, mode="isoflop", flops=[budget], depths=[1], masks=["markovian", "block_causal"],
+                         seeds=[0, 1]))
+    assert [p.name for p in points] == ["C1e11-d1-markovian-s0", "C1e11-d1-block_causal-s0",
+                                        "C1e11-d1-markovian-s1", "C1e11-d1-block_causal-s1"]
+    assert [(p.mask, p.seed) for p in points] == [("markovian", 0), ("block_causal", 0), ("markovian", 1),
+                                                  ("block_causal", 1)]
+    for p in points:
+        cfg = run_config(p.train_configs, p.overrides)
+        assert (cfg.model.mask, cfg.train.seed) == (p.mask, p.seed)
+        assert abs(p.flops - budget) <= 0.5 * p.flops / p.steps
+    # the Markovian mask attends to fewer keys: at equal FLOPs it gets at least as many steps
+    assert points[0].steps >= points[1].steps
+
+
 def test_budget_too_small_is_refused_with_the_numbers(tmp_path):
     with pytest.raises(ConfigError, match=r"budget 100 gives 0 steps for point d1-D1e02 .* min_steps=4"):
         plan(_sweep(tmp_path, tokens=[100]))
@@ -56,6 +72,7 @@ def test_budget_too_small_is_refused_with_the_numbers(tmp_path):
     ({"tokens": [1e6], "depths": [0]}, "depths: got"),
     ({"tokens": [1e6], "executor": {"array_parallelism": 0}}, "executor.array_parallelism: got 0"),
     ({"tokens": [1e6], "fit": {"loss": "val:loss"}}, "fit.loss: got 'val:loss'"),
+    ({"tokens": [1e6], "masks": ["causal"]}, "masks: got"),
 ])
 def test_invalid_sweep_configs_name_the_key(tmp_path, fields, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,5 +1,4 @@
 """tools/train_tokenizer.py end to end on tiny configs: outputs, exact resume, 2-process DDP, perceptual loss."""
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from srdd_scale.cli.train_tokenizer import main as train_tokenizer_cli
 from srdd_scale.config import ConfigError, load_config
 from srdd_scale.tokenizer import load_tokenizer
 from srdd_scale.tokenizer.config import TokenizerRunConfig
@@ -20,12 +20,9 @@ from srdd_scale.tokenizer.train import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "train_tokenizer.py"
-_spec = importlib.util.spec_from_file_location("train_tokenizer_tool", TOOL)
-_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tool)
-train_tokenizer_cli = _tool.main
 TINY_OVERRIDES = [
-    "data.source=synthetic", "data.image_size=16", "data.synthetic_train_samples=40", "data.synthetic_heldout_samples=8",
+    "data.source=synthetic", "data.image_size=16", "data.synthetic_train_samples=40",
+    "data.synthetic_heldout_samples=8",
     "tokenizer.image_size=16", "tokenizer.ch=8", "tokenizer.ch_mult=[1,2]", "tokenizer.num_res_blocks=1",
     "tokenizer.latent_dim=4", "tokenizer.vocab_size=32", "tokenizer.patch_nums=[1,2,4,8]", "tokenizer.norm_groups=4",
     "tokenizer.share_quant_resi=2", "tokenizer_train.batch_size=4", "tokenizer_train.lr=3e-3",
@@ -48,6 +45,7 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_training_writes_metrics_grid_plot_and_tokenizer(tmp_path):
     run = tmp_path / "run"
     final = train_tokenizer(tiny_config("tokenizer_train.steps=6", "tokenizer_train.eval_every=3",
@@ -72,6 +70,7 @@ def test_training_writes_metrics_grid_plot_and_tokenizer(tmp_path):
     assert not (run / "checkpoints" / "step_00000003").exists()  # pruned: keep_checkpoints=1
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     extra = ("tokenizer_train.steps=6", "tokenizer_train.eval_every=0", "tokenizer_train.checkpoint_every=3",
              "tokenizer_train.keep_checkpoints=3")
@@ -91,6 +90,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert steps == list(range(1, 7)) + [4, 5, 6]  # the resumed run appended steps 4..6
 
 
+@pytest.mark.slow
 @pytest.mark.world_size(2)
 def test_two_process_ddp_then_resume_on_one(tmp_path):
     run = tmp_path / "ddp"

@@ -15,6 +15,9 @@ import torch
 from srdd_scale.train.callbacks import read_metrics
 from srdd_scale.train.checkpoint import COMPLETE, complete_checkpoints, step_dir
 from srdd_scale.train.trainer import REQUEUE_EXIT_CODE
+from tests.helpers.training import Ranks, base_overrides, launch_ok, only_run_dir
+
+pytestmark = pytest.mark.slow  # real ranks / trained runs: tens of seconds each
 
 BACKENDS = {  # test id -> backend overrides
     "ddp": {"parallel.backend": "ddp"},
@@ -28,9 +31,9 @@ BITWISE_LIKE_DDP = ("ddp", "fsdp", "zero1")  # same gradient summation order as 
 OBSERVED = {"train.eval_every": 3, "train.sample_every": 3, "logging.wandb_mode": "offline"}
 
 
-def overrides_for(launch, assets, out: Path, name: str, **extra) -> list[str]:
+def overrides_for(assets, out: Path, name: str, **extra) -> list[str]:
     values = {**BACKENDS[name], "train.scale_lr_with_batch": "false", **extra}
-    return launch.base_overrides(assets, out, values.pop("parallel.backend"), **values)
+    return base_overrides(assets, out, values.pop("parallel.backend"), **values)
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -39,9 +42,7 @@ def losses(run_dir: Path) -> list[float]:
 
 def plain_weights(checkpoint: Path, name: str) -> dict[str, torch.Tensor]:
     """The plain model's state dict from a backend's native checkpoint, via the real libraries' tools."""
-    if name == "ddp":
-        return torch.load(checkpoint / "model_optim.pt", weights_only=True)["model"]
-    if name == "fsdp":
+    if name in ("ddp", "fsdp"):  # one DCP family
         from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
         dcp_to_torch_save(checkpoint / "dcp", checkpoint / "full.pt")
@@ -72,34 +73,35 @@ def deepspeed_ops_built():
 
 
 @pytest.fixture(scope="module")
-def reference(train_assets, tmp_path_factory, deepspeed_ops_built, trainer_launch) -> Path:
+def reference(train_assets, tmp_path_factory, deepspeed_ops_built) -> Path:
     """One uninterrupted 6-step DDP run that every backend's resumed run must reproduce exactly."""
     tmp = tmp_path_factory.mktemp("reference")
-    trainer_launch.launch_ok(overrides_for(trainer_launch, train_assets, tmp / "out", "ddp", **OBSERVED), tmp)
-    return trainer_launch.only_run_dir(tmp / "out")
+    launch_ok(overrides_for(train_assets, tmp / "out", "ddp", **OBSERVED), tmp)
+    return only_run_dir(tmp / "out")
 
 
 @pytest.mark.world_size(2)
 @pytest.mark.parametrize("name", list(BACKENDS))
-def test_learns_and_resumes_exactly_after_sigkill(name, train_assets, reference, run_tmp, trainer_launch):
+def test_learns_and_resumes_exactly_after_sigkill(name, train_assets, reference, run_tmp):
     ref_losses = losses(reference)
     assert len(ref_losses) == 6 and ref_losses[-1] < ref_losses[0] - 0.1, ref_losses
 
     out = run_tmp / "out"
-    overrides = overrides_for(trainer_launch, train_assets, out, name)
-    ranks = trainer_launch.Ranks(overrides, run_tmp)
+    overrides = overrides_for(train_assets, out, name)
+    ranks = Ranks(overrides, run_tmp)
     ranks.wait_for_checkpoint(out)
     ranks.kill(signal.SIGKILL)
     ranks.wait()
-    run_dir = trainer_launch.only_run_dir(out)
+    run_dir = only_run_dir(out)
     assert not (step_dir(run_dir / "checkpoints", 6) / COMPLETE).exists(), "the run finished before the kill"
     if name in ("ddp", "fsdp"):
         plant_broken_checkpoint(run_dir)
 
-    resumed = trainer_launch.Ranks(overrides, run_tmp)
+    resumed = Ranks(overrides, run_tmp)
     assert resumed.wait() == [0, 0], resumed.output()
     if name in ("ddp", "fsdp"):
         assert "step_00000005 could not be loaded" in resumed.output()
+        assert "COMPLETE recorded" in resumed.output()  # verification names the damaged file
     resumed_losses = losses(run_dir)
     assert resumed_losses[0] == ref_losses[0]  # same seed, fp32: the first-step loss is identical everywhere
     if name in BITWISE_LIKE_DDP:  # fp32 on CPU: bitwise the reference's losses through the kill and resume
@@ -115,20 +117,20 @@ def test_learns_and_resumes_exactly_after_sigkill(name, train_assets, reference,
 
 
 @pytest.mark.world_size(2)
-def test_sigterm_saves_requeues_and_resumes_on_another_world_size(train_assets, run_tmp, trainer_launch):
+def test_sigterm_saves_requeues_and_resumes_on_another_world_size(train_assets, run_tmp):
     """SIGTERM on one rank only: both agree at a step boundary, save, exit 124; FSDP then resumes on 1 rank."""
     out = run_tmp / "out"
-    overrides = overrides_for(trainer_launch, train_assets, out, "fsdp", **{"train.total_steps": 400})
-    ranks = trainer_launch.Ranks(overrides, run_tmp)
+    overrides = overrides_for(train_assets, out, "fsdp", **{"train.total_steps": 400})
+    ranks = Ranks(overrides, run_tmp)
     ranks.wait_for_checkpoint(out)
     ranks.procs[0].send_signal(signal.SIGTERM)
     assert ranks.wait() == [REQUEUE_EXIT_CODE] * 2, ranks.output()
-    run_dir = trainer_launch.only_run_dir(out)
+    run_dir = only_run_dir(out)
     stopped_at = read_metrics(run_dir)[-1]["step"]
     assert 2 <= stopped_at < 400
     assert complete_checkpoints(run_dir / "checkpoints")[-1][0] == stopped_at
 
-    trainer_launch.launch_ok(overrides, run_tmp, world=1, args=("--stop-at-step", str(stopped_at + 2)))
+    launch_ok(overrides, run_tmp, world=1, args=("--stop-at-step", str(stopped_at + 2)))
     records = read_metrics(run_dir)
     assert [r["step"] for r in records][-3:] == [stopped_at, stopped_at + 1, stopped_at + 2]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
@@ -150,3 +152,22 @@ def test_reference_run_writes_eval_samples_and_offline_wandb(reference):
     assert b"eval/loss" in history and b"perf/mfu" in history and b"loss/scale_3" in history
     assert len(list(offline.glob("files/media/images/*.png"))) == 2
     assert (reference / "config.yaml").is_file() and (reference / "provenance.json").is_file()
+
+
+@pytest.mark.world_size(2)
+def test_resume_switches_between_ddp_and_fsdp_bitwise(train_assets, reference, run_tmp, trainer_launch):
+    """DDP steps 1-2, FSDP steps 3-4, DDP steps 5-6 through their shared DCP checkpoints: the reference's losses."""
+    from srdd_scale.config import load_config
+    from srdd_scale.utils.rundir import run_dir_for
+
+    out = run_tmp / "out"
+    previous = None
+    for leg, (name, stop) in enumerate((("ddp", 2), ("fsdp", 4), ("ddp", 6))):
+        overrides = overrides_for(trainer_launch, train_assets, out / str(leg), name)
+        run_dir = run_dir_for(load_config([], overrides), out / str(leg))
+        if previous is not None:  # the run folder (config hash) names the backend: carry the run over
+            shutil.copytree(previous, run_dir)
+        trainer_launch.launch_ok(overrides, run_tmp, args=("--stop-at-step", str(stop)))
+        assert complete_checkpoints(run_dir / "checkpoints")[-1][0] == stop
+        previous = run_dir
+    assert losses(previous) == losses(reference)

@@ -61,7 +61,7 @@ def test_checkpoint_discovery_ignores_incomplete_and_prunes(tmp_path):
             ckpt.mark_complete(folder, ckpt.CheckpointMeta(step=step, **meta))
     assert [s for s, _ in ckpt.complete_checkpoints(tmp_path)] == [2, 4, 6]
     assert ckpt.read_meta(ckpt.step_dir(tmp_path, 6)).step == 6
-    ckpt.prune(tmp_path, keep_last=2)
+    ckpt.prune(tmp_path, keep_last=2, verified=ckpt.step_dir(tmp_path, 6))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000004", "step_00000006", "step_00000008"]
 
 

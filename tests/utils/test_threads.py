@@ -1,4 +1,4 @@
-"""Thread policy: counts follow the free cores; children get a passive OpenMP wait unless the user chose one."""
+"""Thread policy: unset counts follow the free cores, explicit ones are kept; children get a passive OpenMP wait unless the user chose one."""
 import os
 
 from srdd_scale.utils import threads
@@ -11,7 +11,7 @@ def test_stage_threads_follow_free_cores(monkeypatch):
     assert threads.free_cores(load=9.7) == 1  # never below one
     assert threads.stage_threads(None, load=0.1) == 2  # None: every free core
     assert threads.stage_threads(None, load=1.0) == 1
-    assert threads.stage_threads(2, load=1.4) == 1  # a request is capped by what is free
+    assert threads.stage_threads(2, load=1.4) == 2  # an explicit count is kept: results depend on it
     assert threads.stage_threads(1, load=0.0) == 1
 
 

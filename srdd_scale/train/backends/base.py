@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from srdd_scale.train.backends import dcp as dcp_checkpoint
 from srdd_scale.train.config import ParallelConfig, TrainConfig
 from srdd_scale.train.optim import build_optimizer, no_decay_names
 from srdd_scale.utils.dist import DistEnv
@@ -52,6 +53,7 @@ class Backend:
     """
 
     name: str
+    checkpoint_format = "dcp"  # resumes checkpoints of this family, whichever backend of it wrote them
     model: nn.Module
     optimizer: torch.optim.Optimizer
 
@@ -91,20 +93,36 @@ class Backend:
         raise NotImplementedError
 
     def step(self) -> float:
-        """Clip, update, zero gradients; returns the pre-clip global grad norm."""
+        """Clip, update, zero gradients; returns the pre-clip global grad norm. A non-finite norm is never
+        applied: the update is dropped and the norm returned as it is, for the trainer to count the skip."""
         raise NotImplementedError
+
+    def clip_grad_norm(self, parameters) -> float:
+        """Clip to ``train.grad_clip`` (0: no clipping); the global pre-clip norm (a sharded one is gathered)."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.train_cfg.grad_clip or float("inf"))
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        return float(grad_norm)
 
     def discard_step(self) -> None:
         """Drop the accumulated gradients of a step that saw a non-finite loss."""
         raise NotImplementedError
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
-        """Collective: write model + optimizer (+ ``extra`` tensors/values such as EMA) under ``folder``."""
-        raise NotImplementedError
+        """Collective: write model + optimizer (+ ``extra`` tensors/values such as EMA) under ``folder``.
+
+        The default is the DCP family (backends/dcp.py), which DDP and FSDP share, so either resumes the other.
+        """
+        dcp_checkpoint.save(self.model, self.optimizer, folder, extra)
 
     def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
         """Collective: restore model + optimizer from ``folder``; returns ``extra`` filled in."""
-        raise NotImplementedError
+        return dcp_checkpoint.load(self.model, self.optimizer, folder, extra_template)
+
+    @staticmethod
+    def read_weights(folder: Path, ema: bool) -> dict[str, torch.Tensor]:
+        """Offline (one process, no ranks): the model's or EMA's weights from checkpoint ``folder``, for export."""
+        return dcp_checkpoint.read_weights(folder, ema)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Collective: the plain model's full fp32 state dict on rank 0 (an empty dict elsewhere)."""

@@ -1,19 +1,16 @@
-"""DDP: full replica per rank, gradients all-reduced; the checkpoint is one file written by rank 0."""
+"""DDP: full replica per rank, gradients all-reduced; checkpoints in the DCP family shared with FSDP."""
 
 from __future__ import annotations
 
-import os
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from srdd_scale.train.backends.base import Backend
-
-CHECKPOINT_FILE = "model_optim.pt"
 
 
 class DDPBackend(Backend):
@@ -37,31 +34,25 @@ class DDPBackend(Backend):
 
     def step(self) -> float:
         self.scaler.unscale_(self.optimizer)
-        max_norm = self.train_cfg.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        grad_norm = self.clip_grad_norm(self.module.parameters())
+        if math.isfinite(grad_norm) or self.scaler.is_enabled():  # fp16: the scaler skips it and lowers its scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return grad_norm
 
     def discard_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
-        if self.env.is_main:
-            state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict(), "extra": extra}
-            tmp = Path(folder) / f".{CHECKPOINT_FILE}.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, Path(folder) / CHECKPOINT_FILE)
-        dist.barrier()
+        super().save(folder, {**extra, "scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else extra)
 
     def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
-        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=self.device, weights_only=True)
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        return state["extra"]
+        if not self.scaler.is_enabled():
+            return super().load(folder, meta, extra_template)
+        extra = super().load(folder, meta, {**extra_template, "scaler": self.scaler.state_dict()})
+        self.scaler.load_state_dict(extra.pop("scaler"))
+        return extra
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         if not self.env.is_main:

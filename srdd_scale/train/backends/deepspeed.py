@@ -5,7 +5,9 @@ A torch AdamW is handed to DeepSpeed so that no C++ optimizer (FusedAdam/CPUAdam
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from srdd_scale.config import ConfigError
 from srdd_scale.train.backends.base import Backend, BatchPlan
 from srdd_scale.train.config import ParallelConfig, TrainConfig
 from srdd_scale.train.optim import plain_name
+from srdd_scale.train.safe_load import refuse_unpickling, weights_only_loads
 
 DS_FOLDER = "deepspeed"
 DS_TAG = "state"
@@ -37,7 +40,7 @@ def deepspeed_config(train: TrainConfig, parallel: ParallelConfig, plan: BatchPl
         "gradient_accumulation_steps": plan.grad_accum_steps,
         "gradient_clipping": train.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": train.precision == "bf16"},
+        "bf16": {"enabled": train.precision == "bf16", "check_grad_overflow": True},
         "fp16": {"enabled": train.precision == "fp16", "initial_scale_power": 16},
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
@@ -56,8 +59,30 @@ def _cast_floating_inputs(dtype: torch.dtype):
     return hook
 
 
+def deepspeed_state_types() -> list[type]:
+    """The non-torch types DeepSpeed pickles into its state files (0.19: loss scalers, the ZeRO stage enum, the
+    ZeRO-1/2 fragment addresses); with these allowed, its files load with ``weights_only=True`` and nothing else
+    in them can run."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextlib.contextmanager
+def safe_deepspeed_loads(folder: Path):
+    """DeepSpeed's loaders call ``torch.load(weights_only=False)``: force weights-only with DeepSpeed's types."""
+    try:
+        with weights_only_loads(deepspeed_state_types()):
+            yield
+    except pickle.UnpicklingError as err:
+        raise refuse_unpickling(err, Path(folder) / DS_FOLDER / DS_TAG) from None
+
+
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
+    checkpoint_format = "deepspeed"
 
     def check_config(self) -> None:
         if self.train_cfg.non_finite == "skip" and self.train_cfg.precision != "fp16":
@@ -84,6 +109,7 @@ class DeepSpeedBackend(Backend):
         engine, optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=self._client_optimizer, config=self.ds_config, dist_init_required=False
         )
+        self._skipped_seen = engine.skipped_steps
         return engine, optimizer
 
     @property
@@ -100,9 +126,13 @@ class DeepSpeedBackend(Backend):
         self.model.step()  # no-op update except at the accumulation boundary
 
     def step(self) -> float:
-        # the update already happened in the boundary micro-step's engine.step(), with the LR set before it
+        # the update already happened in the boundary micro-step's engine.step(), with the LR set before it;
+        # DeepSpeed drops an update whose grad norm is not finite (the ZeRO optimizers' overflow check, which the
+        # bf16 section of our config keeps on) and counts it in skipped_steps
+        skipped = self.model.skipped_steps != self._skipped_seen
+        self._skipped_seen = self.model.skipped_steps
         norm = self.model.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        return float("nan") if skipped or norm is None else float(norm)
 
     def discard_step(self) -> None:
         # only reached with fp16, where DeepSpeed's loss scaler has already skipped the overflowing update
@@ -123,11 +153,14 @@ class DeepSpeedBackend(Backend):
                 f"parallel.zero_stage={meta.zero_stage}, or consolidate the weights with `python -m "
                 f"deepspeed.utils.zero_to_fp32 {source.parent} OUT --tag {DS_TAG}` and start a new run from them"
             )
-        _, client_state = self.model.load_checkpoint(
-            str(Path(folder) / DS_FOLDER), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
-        )
+        with safe_deepspeed_loads(folder):
+            _, client_state = self.model.load_checkpoint(
+                str(Path(folder) / DS_FOLDER), tag=DS_TAG, load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
         if client_state is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {folder}")
+        self._skipped_seen = self.model.skipped_steps
         return client_state["extra"]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -147,3 +180,14 @@ class DeepSpeedBackend(Backend):
             return {}
         # ZeRO 1/2 keep full (possibly bf16) params in the module; the fp32 masters live in the optimizer shards
         return {k: v.detach().to("cpu", torch.float32) for k, v in self.module.state_dict().items()}
+
+    @staticmethod
+    def read_weights(folder: Path, ema: bool) -> dict[str, torch.Tensor]:
+        """fp32 masters of every rank merged by DeepSpeed's zero_to_fp32; the EMA from the client state."""
+        with safe_deepspeed_loads(folder):
+            if ema:  # the trainer's client_state sits in DeepSpeed's rank-0 model-states file
+                path = Path(folder) / DS_FOLDER / DS_TAG / "mp_rank_00_model_states.pt"
+                return torch.load(path, map_location="cpu", weights_only=True).get("extra", {}).get("ema", {})
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            return get_fp32_state_dict_from_zero_checkpoint(str(Path(folder) / DS_FOLDER), tag=DS_TAG)

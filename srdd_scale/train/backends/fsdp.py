@@ -1,25 +1,14 @@
-"""FSDP2: ``fully_shard`` on every block and on the root; checkpoints are sharded torch.distributed.checkpoint.
-
-DCP stores each tensor with its global shape, so a checkpoint written by N ranks loads on M ranks.
-"""
+"""FSDP2: ``fully_shard`` on every block and on the root; checkpoints are the DCP family's (backends/dcp.py)."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+import math
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -27,8 +16,6 @@ from srdd_scale.config import ConfigError
 from srdd_scale.model.transformer import deferred_init
 from srdd_scale.train.backends.base import Backend, is_on_meta
 from srdd_scale.train.optim import plain_name
-
-DCP_FOLDER = "dcp"
 
 
 @torch.no_grad()
@@ -97,34 +84,14 @@ class FSDPBackend(Backend):
         (loss / self.plan.grad_accum_steps).backward()
 
     def step(self) -> float:
-        max_norm = self.train_cfg.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
+        grad_norm = self.clip_grad_norm(self.model.parameters())
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return grad_norm
 
     def discard_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-
-    def _state(self, extra: dict[str, Any]) -> dict[str, Any]:
-        model_state, optim_state = get_state_dict(self.model, self.optimizer)
-        return {"model": model_state, "optimizer": optim_state, "extra": extra}
-
-    def save(self, folder: Path, extra: dict[str, Any]) -> None:
-        dcp.save(self._state(extra), checkpoint_id=str(Path(folder) / DCP_FOLDER))
-        dist.barrier()
-
-    def load(self, folder: Path, meta: Any, extra_template: dict[str, Any]) -> dict[str, Any]:
-        state = self._state(extra_template)
-        try:
-            dcp.load(state, checkpoint_id=str(Path(folder) / DCP_FOLDER))
-        except CheckpointException as err:  # a BaseException: turn it into an ordinary, catchable error
-            raise RuntimeError(f"cannot read the DCP checkpoint in {folder}: {err}") from None
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
-        return state["extra"]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

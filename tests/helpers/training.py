@@ -1,5 +1,7 @@
-"""Real assets for the trainer tests: a tiny sentencepiece model, a tiny saved image tokenizer, and MDS shards
-of synthetic shapes written with it; plus a launcher that starts 2 real ranks like ``srun`` does."""
+"""Real assets for the trainer, export and SLURM tests: a tiny sentencepiece model, a tiny saved image tokenizer,
+and MDS shards of synthetic shapes written with it; plus a launcher that starts 2 real ranks like ``srun`` does.
+
+The fixtures (``train_assets``, ``run_tmp``) reach every folder through tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,28 +10,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from srdd_scale.cli import tool_command
+from srdd_scale.data.loader import release_stale_shared_memory
 from srdd_scale.data.mds import META_FILE, open_writer, sample_record, tokenizer_meta, write_json
 from srdd_scale.data.preprocess import image_to_tensor
 from srdd_scale.data.shapes import iter_shapes
-from srdd_scale.data.loader import release_stale_shared_memory
 from srdd_scale.text import TextConfig, load_text_tokenizer, train_sentencepiece
-from srdd_scale.train.checkpoint import complete_checkpoints
 from srdd_scale.tokenizer import TokenizerConfig, build_tokenizer, flatten_codes, save_tokenizer
+from srdd_scale.train.checkpoint import complete_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = ROOT / "tools" / "train.py"
 IMAGE_SIZE = 16
 TRAIN_SAMPLES, HELDOUT_SAMPLES = 64, 16
 TOKENIZER = TokenizerConfig(image_size=IMAGE_SIZE, ch=8, ch_mult=(1, 2), num_res_blocks=1, latent_dim=4,
                             vocab_size=32, patch_nums=(1, 2, 4, 8), share_quant_resi=2, norm_groups=4)
 
 
-def _write_split(folder: Path, split: str, count: int, tokenizer, text_tokenizer) -> None:
+def write_split(folder: Path, split: str, count: int, tokenizer, text_tokenizer) -> None:
     samples = list(iter_shapes(split, seed=0, image_size=IMAGE_SIZE, count=count))
     images = torch.stack([image_to_tensor(s.image, IMAGE_SIZE) for s in samples])
     with torch.no_grad():
@@ -57,7 +58,7 @@ def train_assets(tmp_path_factory) -> dict[str, str]:
     save_tokenizer(tokenizer, root / "tokenizer")
     text_tokenizer = load_text_tokenizer(text_cfg)
     for split, count in (("train", TRAIN_SAMPLES), ("heldout", HELDOUT_SAMPLES)):
-        _write_split(root / split, split, count, tokenizer, text_tokenizer)
+        write_split(root / split, split, count, tokenizer, text_tokenizer)
     return {"root": str(root), "spm": str(spm_path), "tokenizer": str(root / "tokenizer"),
             "train": str(root / "train"), "heldout": str(root / "heldout")}
 
@@ -87,11 +88,11 @@ def base_overrides(assets: dict[str, str], output_dir: Path, backend: str, **ext
 
 
 class Ranks:
-    """``world`` processes of tools/train.py (or ``script``) with srun-style variables (no torchrun: exit codes
+    """``world`` processes of the train CLI (or ``script``) with srun-style variables (no torchrun: exit codes
     stay visible)."""
 
     def __init__(self, overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[str, ...] = (),
-                 script: Path = TRAIN_SCRIPT):
+                 script: Path | None = None):
         port = 29500 + (os.getpid() * 7 + int(time.time() * 1000)) % 20000
         log_dir = tmpdir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +105,7 @@ class Ranks:
                        PYTHONPATH=str(ROOT))
             with self.logs[rank].open("w") as log:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, str(script), *overrides, *args],
+                    [*(tool_command("train") if script is None else [sys.executable, str(script)]), *overrides, *args],
                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmpdir,
                 ))
 
@@ -145,8 +146,3 @@ def launch_ok(overrides: list[str], tmpdir: Path, world: int = 2, args: tuple[st
     codes = ranks.wait()
     assert codes == [0] * world, ranks.output()
 
-
-@pytest.fixture(scope="session")
-def trainer_launch() -> SimpleNamespace:
-    """The helpers above for test modules (importlib mode: tests cannot import conftest)."""
-    return SimpleNamespace(Ranks=Ranks, base_overrides=base_overrides, launch_ok=launch_ok, only_run_dir=only_run_dir)
