@@ -7,7 +7,7 @@ import pytest
 from srdd_scale.cli import plan_layout
 from srdd_scale.run_config import RunConfig
 
-from .conftest import ROOT, Ranks
+from tests.helpers.training import ROOT, Ranks
 
 PLAN_SCRIPT = ROOT / "tools" / "plan_layout.py"
 MICRO_BATCH = 4

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from srdd_scale.run_config import RunConfig
 from srdd_scale.train.task import SRDDTask
 
-from .conftest import Ranks
+from tests.helpers.training import Ranks
 
 RANK_SCRIPT = __import__("pathlib").Path(__file__).with_name("init_weights_rank.py")
 # A d3 model with text cross-attention and classes (every kind of parameter), odd widths so shards are uneven.
