@@ -111,7 +111,7 @@ No GPU has been lent to this project yet, so no figures: fill this table from th
 | check | setting | metric | value (GPU, date) |
 |---|---|---|---|
 | train | d16 / d24, markovian / block_causal, compile off / on, bf16 | tokens/s, MFU, peak GiB | not measured |
-| attention | markovian, markovian_prev, block_causal: each path vs the SDPA reference | max abs diff fwd / bwd | not measured |
+| attention | 3 masks: each path vs the first | max abs diff fwd / bwd | not measured |
 | sample | d16 / d30, batch 32, markovian vs block_causal | s/batch, peak GiB | not measured |
 | planner | d16, 1 GPU, activation checkpointing | planned / measured peak GiB | not measured |
 """  # noqa: E501 (markdown table rows cannot wrap)
