@@ -129,6 +129,15 @@ def _our_model(depth: int, mask: str, patch_nums: tuple[int, ...], attention_imp
     return build_model(cfg, patch_nums, 4096, 32, None)
 
 
+def _seeded_model(impl: str, models, vqvae, depth: int, patch_nums: tuple[int, ...], attention_impl: str | None,
+                  device: torch.device):
+    """Either side's model of ``depth`` from seed 0, so every process times the same initial weights."""
+    torch.manual_seed(0)
+    if impl == "var":
+        return _var_model(models, vqvae, depth, patch_nums).to(device)
+    return _our_model(depth, impl, patch_nums, attention_impl).to(device)
+
+
 def _codes(batch: int, patch_nums: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return [torch.randint(0, 4096, (batch, p, p), generator=generator).to(device) for p in patch_nums]
