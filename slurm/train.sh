@@ -60,12 +60,13 @@ import sys
 
 import yaml
 
-from srdd_scale.config import ConfigError, load_config, to_dict
+from srdd_scale.config import ConfigError, to_dict
+from srdd_scale.run_config import RunConfig
 from srdd_scale.utils.rundir import run_dir_for
 
 args = sys.argv[1:]
 try:
-    cfg = load_config([a for a in args if "=" not in a], [a for a in args if "=" in a])
+    cfg = RunConfig.load([a for a in args if "=" not in a], [a for a in args if "=" in a])
 except ConfigError as err:
     sys.exit(f"[train.sh] config error: {err}")
 print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
