@@ -123,10 +123,14 @@ class SRDDTransformer(nn.Module):
 
     def reset_buffers(self) -> None:
         """The schedule's index buffers on the parameters' device (after ``to_empty`` they hold garbage)."""
+        # Parameters on meta: leave the buffers where the factories made them. Under FSDP's deferred build that is
+        # meta too (filled after to_empty); under transformers' from_pretrained it is the CPU, and these buffers are
+        # not in the checkpoint, so moving them to meta would leave them empty.
         device = self.pos_embed.device
-        self.token_scale = scale_index(self.patch_nums).to(device)
+        move = (lambda t: t) if device.type == "meta" else (lambda t: t.to(device))
+        self.token_scale = move(scale_index(self.patch_nums))
         mask = None if self.mask_mode == "markovian" else attention_allowed(self.patch_nums, self.mask_mode)
-        self.attn_allowed = None if mask is None else mask.to(device)
+        self.attn_allowed = None if mask is None else move(mask)
 
     @torch.no_grad()
     def initial_parameter(self, name: str) -> torch.Tensor:
@@ -149,7 +153,10 @@ class SRDDTransformer(nn.Module):
             return torch.ones(shape)
         if not (attr == "weight" and isinstance(module, (nn.Linear, nn.Embedding)) or module is self):
             raise KeyError(f"parameter {name!r} has no initialisation rule in SRDDTransformer.initial_parameter")
-        value = nn.init.trunc_normal_(torch.empty(shape), std=std, generator=generator)
+        # In place, not by return value: transformers' from_pretrained swaps nn.init for no-ops returning None
+        # (the weights come from the checkpoint right after).
+        value = torch.empty(shape)
+        nn.init.trunc_normal_(value, std=std, generator=generator)
         if name == "head.out.weight":
             value.mul_(0.02)
         elif name == "head.ada_lin.1.weight":
