@@ -154,8 +154,14 @@ def reinit_dead_codes(quantizer: MultiScaleResidualQuantizer, queries: torch.Ten
 
 
 def _latest_checkpoint(root: Path) -> Path | None:
-    found = ckpt.complete_checkpoints(root)
-    return found[-1][1] if found else None
+    """The newest checkpoint whose files match the hashes its COMPLETE recorded; damaged ones are named and passed."""
+    for _, folder in reversed(ckpt.complete_checkpoints(root)):
+        try:
+            ckpt.verify_share(folder, ckpt.read_meta(folder))
+            return folder
+        except ckpt.CheckpointVerificationError as err:
+            log.warning("not resuming from %s: %s", folder, err)
+    return None
 
 
 def train_tokenizer(cfg: TokenizerRunConfig, output: str | Path) -> dict[str, float]:
@@ -252,8 +258,10 @@ def _train(cfg: TokenizerRunConfig, output: Path, env) -> dict[str, float]:
         if env.is_main:
             ckpt.mark_complete(folder, ckpt.CheckpointMeta(step=step, backend="tokenizer-ddp",
                                                            world_size=env.world_size, zero_stage=0,
-                                                           config_hash=config_hash(cfg)))
-            ckpt.prune(checkpoints, keep_last=tcfg.keep_checkpoints)
+                                                           config_hash=config_hash(cfg),
+                                                           hash_algorithm=ckpt.HASH_ALGORITHM,
+                                                           files=ckpt.hash_share(folder, 0, 1)))
+            ckpt.prune(checkpoints, keep_last=tcfg.keep_checkpoints, verified=folder)
         barrier()
 
     budget_s = tcfg.max_minutes * 60 if tcfg.max_minutes else None
