@@ -42,6 +42,16 @@ def load_rows(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
+def _save(fig, path: Path) -> str:
+    """Write one figure as PNG and free it; returns the path written."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
 def table(rows: dict[str, dict]) -> tuple[str, list[dict]]:
     lines = ["| row | n seeds | FID ↓ | IS ↑ | class acc ↑ | held-out loss ↓ | train FLOPs | sampling GFLOPs/img | "
              "ms/img | per seed: value [95% bootstrap] | paper's claim |", "|" + "---|" * 11]
@@ -85,10 +95,7 @@ def plots(rows: dict[str, dict], runs: Path, out_dir: Path) -> list[str]:
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=mask)
     ax.set_xlabel("training FLOPs"), ax.set_ylabel("FID (test, 200-300 samples)"), ax.legend()
     ax.set_title("FID vs training compute (seed 0)")
-    fig.tight_layout()
-    fig.savefig(out_dir / "fashion_fid_vs_flops.png", dpi=120)
-    written.append(str(out_dir / "fashion_fid_vs_flops.png"))
-    plt.close(fig)
+    written.append(_save(fig, out_dir / "fashion_fid_vs_flops.png"))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     colours = {"markovian": "C0", "block_causal": "C1", "markovian_prev": "C2"}
@@ -106,10 +113,7 @@ def plots(rows: dict[str, dict], runs: Path, out_dir: Path) -> list[str]:
                     linestyle="-" if seed == "0" else "--", label=f"{mask} s{seed}")
     ax.set_xlabel("training FLOPs"), ax.set_ylabel("held-out loss (mean over tokens)"), ax.legend()
     ax.set_title("Held-out loss vs training compute (every seed)")
-    fig.tight_layout()
-    fig.savefig(out_dir / "fashion_loss_vs_flops.png", dpi=120)
-    written.append(str(out_dir / "fashion_loss_vs_flops.png"))
-    plt.close(fig)
+    written.append(_save(fig, out_dir / "fashion_loss_vs_flops.png"))
     return written
 
 
