@@ -89,18 +89,18 @@ def init_distributed(timeout_minutes: int = 30) -> DistEnv:
 
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     env = dist_env_from_environ()
-    os.environ.setdefault("RANK", str(env.rank))
-    os.environ.setdefault("WORLD_SIZE", str(env.world_size))
-    os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
-    os.environ.setdefault("LOCAL_WORLD_SIZE", str(env.local_world_size))
+    _set_default_env("RANK", str(env.rank))
+    _set_default_env("WORLD_SIZE", str(env.world_size))
+    _set_default_env("LOCAL_RANK", str(env.local_rank))
+    _set_default_env("LOCAL_WORLD_SIZE", str(env.local_world_size))
     if "MASTER_ADDR" not in os.environ:
-        os.environ["MASTER_ADDR"] = _slurm_master_addr() if "SLURM_JOB_ID" in os.environ else "127.0.0.1"
+        _set_default_env("MASTER_ADDR", _slurm_master_addr() if "SLURM_JOB_ID" in os.environ else "127.0.0.1")
     if "MASTER_PORT" not in os.environ:
         if env.world_size > 1 and "SLURM_JOB_ID" not in os.environ:
             raise RuntimeError("MASTER_PORT is not set for a multi-process job: launch with torchrun or set it")
         # SLURM job ids differ between concurrent jobs on one node, so the port does too
         job = int(os.environ.get("SLURM_JOB_ID", "0"))
-        os.environ["MASTER_PORT"] = str(20000 + job % 20000) if job else str(_free_port())
+        _set_default_env("MASTER_PORT", str(20000 + job % 20000) if job else str(_free_port()))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
@@ -118,9 +118,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Launcher variables init_distributed filled in itself. destroy_distributed removes them again so that a tool run
+# in-process (a test, a notebook) does not hand RANK/MASTER_PORT to the jobs it launches next (sbatch and submitit
+# export the caller's environment, and a stale MASTER_PORT makes their rendezvous fail with EADDRINUSE).
+_ENV_WE_SET: list[str] = []
+
+
+def _set_default_env(name: str, value: str) -> None:
+    if name not in os.environ:
+        os.environ[name] = value
+        _ENV_WE_SET.append(name)
+
+
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+    while _ENV_WE_SET:
+        os.environ.pop(_ENV_WE_SET.pop(), None)
 
 
 def gather_objects(value: Any) -> list[Any]:
