@@ -18,7 +18,8 @@ def no_decay_names(model: nn.Module) -> set[str]:
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
-            if param.ndim < 2 or isinstance(module, nn.Embedding) or any(p in full for p in NO_DECAY_NAME_PARTS):
+            ndim = len(getattr(param, "ds_shape", param.shape))  # a ZeRO-3 partition is flat; ds_shape is the real one
+            if ndim < 2 or isinstance(module, nn.Embedding) or any(p in full for p in NO_DECAY_NAME_PARTS):
                 names.add(full)
     return names
 

@@ -1,4 +1,4 @@
-"""FSDP builds the model on meta and initialises only its shards; the weights equal a single process's init."""
+"""FSDP and ZeRO-3 never build the whole model on a rank; the weights they initialise equal a single process's."""
 
 import pytest
 import torch
@@ -28,11 +28,12 @@ def single_process_init() -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.world_size(2)
-@pytest.mark.parametrize("backend, world", [("fsdp", 1), ("fsdp", 2), ("ddp", 2)])
+@pytest.mark.parametrize("backend, world", [("fsdp", 1), ("fsdp", 2), ("ddp", 2), ("deepspeed", 1), ("deepspeed", 2)])
 def test_initial_weights_equal_single_process_init_bitwise(tmp_path, backend, world):
+    """FSDP: meta build + sharded materialisation; DeepSpeed: ZeRO-3 under ``deepspeed.zero.Init``."""
     out = tmp_path / "init.safetensors"
-    ranks = Ranks([*OVERRIDES, f"parallel.backend={backend}"], tmp_path, world=world, script=RANK_SCRIPT,
-                  args=(str(out),))
+    overrides = [*OVERRIDES, f"parallel.backend={backend}", "parallel.zero_stage=3", "train.non_finite=stop"]
+    ranks = Ranks(overrides, tmp_path, world=world, script=RANK_SCRIPT, args=(str(out),))
     assert ranks.wait() == [0] * world, ranks.output()
     built = load_file(out)
     expected = single_process_init()
@@ -47,7 +48,7 @@ def test_meta_build_holds_no_storage_and_draws_like_a_full_build():
     cfg = RunConfig.load([], OVERRIDES)
     task = SRDDTask(cfg, torch.device("cpu"))
     torch.manual_seed(cfg.train.seed)
-    with FSDPBackend.construction(cfg.parallel):
+    with FSDPBackend.construction(cfg.parallel, cfg.train):
         meta = task.build_model()
     assert all(p.is_meta for p in meta.parameters())
     expected = single_process_init()

@@ -34,10 +34,11 @@ def backend_class(name: str) -> type[Backend]:
 
 def model_construction(parallel: ParallelConfig, train: TrainConfig) -> contextlib.AbstractContextManager:
     """Where the trainer builds the model: as ``parallel.backend`` prefers (FSDP: on meta, shards materialised
-    later), except with ``train.init_from``, whose full weights are loaded into a whole model first."""
+    later; ZeRO-3: partitioned as each module is built), except with ``train.init_from``, whose full weights are
+    loaded into a whole model first."""
     if train.init_from:
         return contextlib.nullcontext()
-    return backend_class(parallel.backend).construction(parallel)
+    return backend_class(parallel.backend).construction(parallel, train)
 
 
 def build_backend(model: nn.Module, lr: float, env: DistEnv, device: torch.device, train: TrainConfig,

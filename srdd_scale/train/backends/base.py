@@ -69,7 +69,7 @@ class Backend:
         self.model, self.optimizer = self.wrap(model, lambda: build_optimizer(model, train, no_decay, lr))
 
     @classmethod
-    def construction(cls, parallel: ParallelConfig) -> contextlib.AbstractContextManager:
+    def construction(cls, parallel: ParallelConfig, train: TrainConfig) -> contextlib.AbstractContextManager:
         """Context the model is built in: plain here (every rank builds it whole); a backend that creates only
         its shards builds it without storage."""
         return contextlib.nullcontext()

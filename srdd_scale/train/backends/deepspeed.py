@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from srdd_scale.config import ConfigError
+from srdd_scale.model.transformer import deferred_init
 from srdd_scale.train.backends.base import Backend, BatchPlan
 from srdd_scale.train.config import ParallelConfig, TrainConfig
 from srdd_scale.train.optim import plain_name
@@ -80,9 +81,59 @@ def safe_deepspeed_loads(folder: Path):
         raise refuse_unpickling(err, Path(folder) / DS_FOLDER / DS_TAG) from None
 
 
+def _precision_dtype(train: TrainConfig) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision, torch.float32)
+
+
+@torch.no_grad()
+def fill_partitions(model: nn.Module) -> None:
+    """Initial values for a model built under ``deepspeed.zero.Init`` (built with init deferred).
+
+    One parameter is gathered at a time; rank 0 writes the full value from ``initial_parameter`` (the same
+    (seed, name) draws as a single-process build) and DeepSpeed re-partitions it on leaving the context.
+    """
+    from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+
+    for name, param in model.named_parameters():
+        with GatheredParameters([param], modifier_rank=0):
+            if dist.get_rank() == 0:
+                param.copy_(model.initial_parameter(plain_name(name)))
+    model.reset_buffers()
+
+
+def persistent_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The buffers ``state_dict`` would hold (index tables rebuilt from the config are registered non-persistent)."""
+    return [(f"{prefix}.{name}" if prefix else name, buf)
+            for prefix, module in model.named_modules() for name, buf in module.named_buffers(recurse=False)
+            if name not in module._non_persistent_buffers_set]
+
+
+def is_partitioned(model: nn.Module) -> bool:
+    """Whether ``model`` was built under ``deepspeed.zero.Init`` (its parameters carry ZeRO-3 partition ids)."""
+    return any(hasattr(param, "ds_id") for param in model.parameters())
+
+
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
     checkpoint_format = "deepspeed"
+
+    @classmethod
+    def construction(cls, parallel, train) -> contextlib.AbstractContextManager:
+        """ZeRO-3: each module's parameters are partitioned as soon as it is built (``deepspeed.zero.Init``), so no
+        rank ever holds the whole model; ``wrap`` then fills the partitions. ZeRO-1/2 keep full parameters."""
+        if parallel.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        stack = contextlib.ExitStack()
+        # the precision goes in through a config: DeepSpeed 0.19 ignores ``dtype=`` on an accelerator without fp16
+        # (CPU) and builds bf16; F.linear is left unpatched so the layers compute as under every other backend
+        init_config = {"train_micro_batch_size_per_gpu": 1,
+                       "zero_optimization": {"stage": 3, "memory_efficient_linear": False},
+                       "bf16": {"enabled": train.precision == "bf16"}, "fp16": {"enabled": train.precision == "fp16"}}
+        stack.enter_context(deepspeed.zero.Init(config_dict_or_path=init_config))
+        stack.enter_context(deferred_init())
+        return stack
 
     def check_config(self) -> None:
         if self.train_cfg.non_finite == "skip" and self.train_cfg.precision != "fp16":
@@ -100,8 +151,10 @@ class DeepSpeedBackend(Backend):
 
         if self.train_cfg.precision != "fp32":
             # DeepSpeed stores bf16/fp16 weights; cast float inputs to match (FSDP2's mp_policy does this itself)
-            dtype = torch.bfloat16 if self.train_cfg.precision == "bf16" else torch.float16
-            model.register_forward_pre_hook(_cast_floating_inputs(dtype), with_kwargs=True)
+            model.register_forward_pre_hook(_cast_floating_inputs(_precision_dtype(self.train_cfg)),
+                                            with_kwargs=True)
+        if is_partitioned(model):
+            fill_partitions(model)
         self.ds_config = deepspeed_config(self.train_cfg, self.parallel_cfg, self.plan, self.device)
         if self.env.is_main:
             (self.run_dir / CONFIG_FILE).write_text(json.dumps(self.ds_config, indent=2))
@@ -173,7 +226,7 @@ class DeepSpeedBackend(Backend):
                     if self.env.is_main:
                         state[plain_name(name)] = param.detach().to("cpu", torch.float32).clone()
             if self.env.is_main:
-                for name, buf in self.module.named_buffers():
+                for name, buf in persistent_buffers(self.module):
                     state[plain_name(name)] = buf.detach().to("cpu", torch.float32)
             return state
         if not self.env.is_main:

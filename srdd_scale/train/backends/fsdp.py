@@ -38,7 +38,7 @@ class FSDPBackend(Backend):
     name = "fsdp"
 
     @classmethod
-    def construction(cls, parallel) -> contextlib.AbstractContextManager:
+    def construction(cls, parallel, train) -> contextlib.AbstractContextManager:
         """On ``meta`` with init deferred: ``wrap`` shards it, then materialises and initialises the shards."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.device("meta"))
