@@ -99,8 +99,11 @@ def worker(args: argparse.Namespace) -> None:
         speed.on_train_start(trainer.state())
         batches = trainer.micro_batches()
         losses = []
-        timing = time_call(lambda: losses.append(trainer.train_step(batches).metrics["loss"]), warmup=args.warmup,
-                           calls=args.steps)
+        def step_and_read_back() -> None:  # as a run that logs every step: the read-back waits for the device
+            trainer.train_step(batches)
+            losses.append(trainer.settle()[0].metrics["loss"])
+
+        timing = time_call(step_and_read_back, warmup=args.warmup, calls=args.steps)
         if env.is_main:
             images_per_s = cfg.train.global_batch_size / timing.seconds
             summary = {

@@ -105,7 +105,9 @@ class Trainer:
         self.spike_rollbacks = 0
         self.recent_losses: collections.deque[float] = collections.deque(maxlen=train.loss_spike_window)
         self.last_verified: Path | None = None  # newest checkpoint known good: written and hashed, or resumed
-        self.stop_requested = False
+        self.signal_received = False  # this rank's own stop signal, sent to every rank with the step's values
+        self.stop_requested = False  # any rank's signal, as read back: the same on every rank
+        self.unsettled: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, values on the device) not read yet
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -153,8 +155,9 @@ class Trainer:
             batch = next(iterator, None)
 
     def _on_signal(self, signum, frame) -> None:
-        self.stop_requested = True
-        log.warning("received %s: saving a checkpoint at the next step boundary, then exiting with %d",
+        self.signal_received = True
+        log.warning("received %s: saving a checkpoint at the next step that reads back (at most "
+                    "logging.log_every steps away), then exiting with %d",
                     signal.Signals(signum).name, REQUEUE_EXIT_CODE)
 
     # ------------------------------------------------------------------------------------------ checkpoints
@@ -269,24 +272,24 @@ class Trainer:
             return f"no verified checkpoint exists yet under {self.checkpoint_root}"
         return f"the last verified checkpoint is {self.last_verified}"
 
-    def _skipped(self, reason: str, steps: int) -> None:
-        """Count ``steps`` dropped steps ending at ``self.step``; stop the run when the guard's limits are hit."""
+    def _skipped(self, reason: str, steps: int, at_step: int) -> None:
+        """Count ``steps`` dropped steps ending at ``at_step``; stop the run when the guard's limits are hit."""
         train = self.cfg.train
         self.non_finite_skips += steps
         self.consecutive_skips += steps
-        first = self.step - self.consecutive_skips + 1
-        log.warning("step %d: %s, update skipped (%d in a row, %d in the run)", self.step, reason,
+        first = at_step - self.consecutive_skips + 1
+        log.warning("step %d: %s, update skipped (%d in a row, %d in the run)", at_step, reason,
                     self.consecutive_skips, self.non_finite_skips)
         if self.consecutive_skips >= train.max_consecutive_skips:
             limit = (f"{self.consecutive_skips} consecutive skipped steps (train.max_consecutive_skips="
                      f"{train.max_consecutive_skips})")
-        elif self.step >= train.max_consecutive_skips and self.non_finite_skips > train.max_skip_fraction * self.step:
-            limit = (f"{self.non_finite_skips} of {self.step} steps skipped (train.max_skip_fraction="
+        elif at_step >= train.max_consecutive_skips and self.non_finite_skips > train.max_skip_fraction * at_step:
+            limit = (f"{self.non_finite_skips} of {at_step} steps skipped (train.max_skip_fraction="
                      f"{train.max_skip_fraction})")
         else:
             return
         raise DivergenceError(
-            f"training diverged: {limit}, the last run of them at steps {first}-{self.step} ({reason}); "
+            f"training diverged: {limit}, the last run of them at steps {first}-{at_step} ({reason}); "
             f"{self._last_good()}. Lower train.base_lr or raise train.warmup_steps and resume, or raise "
             f"train.max_consecutive_skips / train.max_skip_fraction if these skips are expected"
         )
@@ -303,10 +306,10 @@ class Trainer:
             self.recent_losses.append(loss)
         return spiked
 
-    def _roll_back(self, loss: float):
-        """Reload the last verified checkpoint and skip the batches it has not seen up to this step (the window
-        that led to the spike). Returns the micro-batch iterator to continue with."""
-        spike_step = self.step
+    def _roll_back(self, loss: float, spike_step: int):
+        """Reload the last verified checkpoint and skip the batches it has not seen up to ``spike_step`` (the
+        window that led to the spike; steps after it, taken before the read-back showed the spike, are redone).
+        Returns the micro-batch iterator to continue with."""
         if self.last_verified is None:
             raise DivergenceError(f"loss spike at step {spike_step} (loss {loss:.4g} > train.loss_spike_factor="
                                   f"{self.cfg.train.loss_spike_factor} x the running median) and {self._last_good()} "
@@ -325,7 +328,7 @@ class Trainer:
                     spike_step)
         self.step += window  # the skipped window still counts as steps done (schedule and data move on)
         self.consecutive_skips = 0
-        self._skipped(f"loss spike {loss:.4g}, rolled back to {folder.name}", window)
+        self._skipped(f"loss spike {loss:.4g}, rolled back to {folder.name}", window, self.step)
         return batches
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -339,14 +342,15 @@ class Trainer:
             self.backend.backward(loss)
         return loss.detach(), summary
 
-    def train_step(self, batches) -> StepReport:
+    def train_step(self, batches) -> None:
         """One optimizer step over ``grad_accum_steps`` micro-batches from ``batches`` (see micro_batches()).
 
-        Losses and metrics are summed on the device; one all-reduce carries them with the non-finite and stop
-        flags, and one read-back per step brings them to the host (the step's only sync outside the backend).
+        Nothing here waits for the device: losses and metrics are summed there, one all-reduce carries them with
+        the non-finite and stop flags, the backend drops a non-finite update there, and the step's values join
+        ``self.unsettled`` until ``settle`` reads them back (docs/contracts.md: the host reads a step only on the
+        steps that log, evaluate, sample or checkpoint, and at the end).
         """
-        cfg = self.cfg
-        lr = lr_at(cfg.train, self.step)
+        lr = lr_at(self.cfg.train, self.step)
         self.backend.set_lr(lr)
         accum = self.plan.grad_accum_steps
         loss_sum = summary_sum = None
@@ -354,35 +358,55 @@ class Trainer:
             loss, summary = self._micro_step(next(batches), micro)
             loss_sum = loss.double() if loss_sum is None else loss_sum + loss.double()
             summary_sum = summary.double() if summary_sum is None else summary_sum + summary.double()
-        flags = torch.tensor([float(self.stop_requested)], dtype=torch.float64, device=self.device)
+        flags = torch.tensor([float(self.signal_received)], dtype=torch.float64, device=self.device)
         packed = torch.cat([(loss_sum / accum)[None], summary_sum / accum,
                             (~torch.isfinite(loss_sum)).double()[None], flags])
         dist.all_reduce(packed)
-        values = (packed / self.env.world_size).tolist()
-        reduced = {"loss": values[0], **dict(zip(self.task.metric_names, values[1:-2]))}
-        non_finite, self.stop_requested = values[-2] > 0, values[-1] > 0
-        if non_finite:
-            if cfg.train.non_finite == "stop":
+        grad_norm = self.backend.step(packed[-2] > 0)
+        if self.ema:  # a dropped update left the weights as they were, so averaging them in is harmless
+            self.ema.update(self.backend.module)
+        self.step += 1
+        self.unsettled.append((self.step, lr, torch.cat([packed / self.env.world_size,
+                                                         grad_norm.double().reshape(1)])))
+
+    def reads_back(self) -> bool:
+        """Whether the step just taken is one on which the host needs its values (every rank agrees)."""
+        train, step = self.cfg.train, self.step
+        due = [self.cfg.logging.log_every, train.checkpoint_every, train.eval_every, train.sample_every]
+        return (any(every and step % every == 0 for every in due) or step >= train.total_steps
+                or (self.stop_at_step is not None and step >= self.stop_at_step))
+
+    def settle(self) -> tuple[StepReport, int | None]:
+        """Read back every unsettled step in one transfer and apply the guard to each in order.
+
+        Returns the report of the newest step and, when a step's loss spiked, that step (for ``_roll_back``).
+        """
+        cfg = self.cfg
+        steps = self.unsettled
+        self.unsettled = []
+        rows = torch.stack([values for _, _, values in steps]).tolist()
+        report = None
+        for (step, lr, _), values in zip(steps, rows):
+            non_finite, grad_norm = values[-3] > 0, values[-1]
+            self.stop_requested = self.stop_requested or values[-2] > 0
+            if non_finite and cfg.train.non_finite == "stop":
                 raise NonFiniteLossError(
-                    f"non-finite loss at step {self.step + 1} (train.non_finite='stop'); {self._last_good()}. "
+                    f"non-finite loss at step {step} (train.non_finite='stop'); {self._last_good()}. "
                     f"Lower train.base_lr, raise train.warmup_steps, or set train.non_finite=skip"
                 )
-            self.backend.discard_step()
-            grad_norm = math.nan
-        else:
-            grad_norm = self.backend.step()  # a non-finite grad norm is never applied: the backend drops it
-            if self.ema and math.isfinite(grad_norm):
-                self.ema.update(self.backend.module)
-        self.step += 1
-        if math.isfinite(grad_norm):
-            self.consecutive_skips = 0
-        else:
-            self._skipped("non-finite loss" if non_finite else "non-finite gradient norm", 1)
-        reduced.update({"lr": lr, "grad_norm": grad_norm, "train/non_finite_skips": float(self.non_finite_skips),
-                        "train/spike_rollbacks": float(self.spike_rollbacks),
-                        "train/images_seen": float(self.step * cfg.train.global_batch_size)})
-        log_now = self.step % cfg.logging.log_every == 0 or self.step == cfg.train.total_steps
-        return StepReport(step=self.step, metrics=reduced, log=log_now)
+            if math.isfinite(grad_norm) and not non_finite:
+                self.consecutive_skips = 0
+            else:
+                self._skipped("non-finite loss" if non_finite else "non-finite gradient norm", 1, step)
+            metrics = {"loss": values[0], **dict(zip(self.task.metric_names, values[1:-3])), "lr": lr,
+                       "grad_norm": grad_norm, "train/non_finite_skips": float(self.non_finite_skips),
+                       "train/spike_rollbacks": float(self.spike_rollbacks),
+                       "train/images_seen": float(step * cfg.train.global_batch_size)}
+            if self._loss_spiked(metrics["loss"]):
+                return StepReport(step=step, metrics=metrics, settled=True), step
+            log_now = step % cfg.logging.log_every == 0 or step == cfg.train.total_steps
+            report = StepReport(step=step, metrics=metrics, log=log_now, settled=True)
+        return report, None
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -400,16 +424,20 @@ class Trainer:
         last: dict[str, float] = {}
         try:
             while self.step < cfg.train.total_steps:
-                report = self.train_step(batches)
-                if self._loss_spiked(report.metrics["loss"]):
-                    batches = self._roll_back(report.metrics["loss"])
-                    continue
+                self.train_step(batches)
+                report = StepReport(step=self.step, metrics={})
+                if self.reads_back():
+                    report, spike_step = self.settle()
+                    if spike_step is not None:
+                        batches = self._roll_back(report.metrics["loss"], spike_step)
+                        bar.n = self.step
+                        continue
+                    last = report.metrics
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
                 state = self.state()
                 for callback in self.callbacks:
                     callback.on_step_end(state, report)
-                last = report.metrics
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
                 if self.stop_requested:
                     stopped = "signal"
                 elif self.stop_at_step is not None and self.step >= self.stop_at_step:

@@ -26,7 +26,10 @@ BACKENDS = {  # test id -> backend overrides
     "zero2": {"parallel.backend": "deepspeed", "parallel.zero_stage": 2},
     "zero3": {"parallel.backend": "deepspeed", "parallel.zero_stage": 3},
 }
-BITWISE_LIKE_DDP = ("ddp", "fsdp", "zero1")  # same gradient summation order as DDP in fp32
+# Same gradient summation order as DDP in fp32. ZeRO-1 sums like DDP too, but the fused AdamW kernel runs on its
+# flat partitions, whose boundaries move a few elements between the kernel's vector body and scalar tail: measured
+# equal to DDP for 5 steps, then 4e-8 apart at step 6 (the same with and without the kill, so its resume is exact).
+BITWISE_LIKE_DDP = ("ddp", "fsdp")
 # the reference run also evaluates, samples and logs to wandb: the others show that none of it perturbs training
 OBSERVED = {"train.eval_every": 3, "train.sample_every": 3, "logging.wandb_mode": "offline"}
 

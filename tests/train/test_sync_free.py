@@ -1,6 +1,7 @@
-"""The micro-batch loop never reads a value back to the host: counted with a TorchDispatchMode (``.item()``,
+"""An optimizer step never reads a value back to the host, micro-batch loop, clipping, all-reduce and guarded update
+included; the host reads the values once, on the steps that log. Counted with a TorchDispatchMode (``.item()``,
 ``float()``, ``bool()`` and ``nonzero`` all reach ``_local_scalar_dense``/``nonzero``) plus ``Tensor.tolist``,
-which reads memory without dispatching. The step's read-backs come after the loop."""
+which reads memory without dispatching."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ class SyncCounter(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("backend", ["ddp", "fsdp"])
-def test_micro_batch_loop_has_no_host_sync(backend, monkeypatch, train_assets, run_tmp):
+def test_steps_read_back_once_and_only_when_they_log(backend, monkeypatch, train_assets, run_tmp):
     from srdd_scale.train.trainer import Trainer
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
 
     one_rank_env(monkeypatch)
-    cfg = one_rank_config(train_assets, run_tmp / "out", backend, **{"parallel.micro_batch_size": 2})
+    overrides = {"parallel.micro_batch_size": 2, "logging.log_every": 3, "train.checkpoint_every": 0}
+    cfg = one_rank_config(train_assets, run_tmp / "out", backend, **overrides)
     counter = SyncCounter()
     original_tolist = torch.Tensor.tolist
 
@@ -44,22 +46,32 @@ def test_micro_batch_loop_has_no_host_sync(backend, monkeypatch, train_assets, r
         counter.syncs.append("Tensor.tolist")
         return original_tolist(tensor)
 
-    original_micro_step = Trainer._micro_step
+    def counted(method):
+        def wrapper(self, *args):
+            with counter, monkeypatch.context() as patch:
+                patch.setattr(torch.Tensor, "tolist", counted_tolist)
+                return method(self, *args)
+        return wrapper
 
-    def counted_micro_step(self, batch, micro):
-        with counter, monkeypatch.context() as patch:
-            patch.setattr(torch.Tensor, "tolist", counted_tolist)
-            return original_micro_step(self, batch, micro)
-
-    monkeypatch.setattr(Trainer, "_micro_step", counted_micro_step)
+    monkeypatch.setattr(Trainer, "train_step", counted(Trainer.train_step))
     env = init_distributed()
     try:
         trainer = Trainer(cfg, env, device_for(env))
-        batches = trainer.micro_batches()
-        reports = [trainer.train_step(batches) for _ in range(2)]
+        source = trainer.micro_batches()  # fetched up front: the loader's own host work is not the step's
+        batches = iter([next(source) for _ in range(3 * trainer.plan.grad_accum_steps)])
+        due = []
+        for _ in range(3):
+            trainer.train_step(batches)
+            due.append(trainer.reads_back())
+        step_syncs = list(counter.syncs)
+        settle = counted(Trainer.settle)
+        report, spike = settle(trainer)
     finally:
         trainer = None
         destroy_distributed()
-    assert trainer is None and counter.syncs == []
-    assert all(torch.isfinite(torch.tensor(r.metrics["loss"])) for r in reports)
-    assert {"loss/mean", "acc/last", "loss/scale_3"} <= set(reports[-1].metrics)
+    assert trainer is None and step_syncs == []  # three steps of four accumulated micro-batches each
+    assert due == [False, False, True]  # logging.log_every=3, nothing else due before
+    assert counter.syncs == ["Tensor.tolist"]  # the three steps' values in one transfer
+    assert spike is None and report.step == 3 and report.log and report.settled
+    assert torch.isfinite(torch.tensor(report.metrics["loss"]))
+    assert {"loss/mean", "acc/last", "loss/scale_3", "grad_norm"} <= set(report.metrics)

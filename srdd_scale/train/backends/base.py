@@ -49,7 +49,7 @@ class Backend:
     writes) shards or replicates it and creates the optimizer over what it made.
 
     The loop drives: ``micro_step_context`` around each micro-batch's forward+backward, ``backward`` per
-    micro-batch, then ``step`` (clip + update) or ``discard_step`` once per optimizer step.
+    micro-batch, then ``step`` (clip + an update the device drops when it is not finite) once per optimizer step.
     """
 
     name: str
@@ -92,21 +92,25 @@ class Backend:
     def backward(self, loss: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def step(self) -> float:
-        """Clip, update, zero gradients; returns the pre-clip global grad norm. A non-finite norm is never
-        applied: the update is dropped and the norm returned as it is, for the trainer to count the skip."""
+    def step(self, loss_not_finite: torch.Tensor) -> torch.Tensor:
+        """Clip, update, zero gradients; returns the pre-clip global grad norm as a 0-d device tensor.
+
+        Nothing here waits for the device: when the norm is not finite or ``loss_not_finite`` (a 0-d bool tensor,
+        the same on every rank) is set, the update is dropped on the device, and the trainer counts the skip when
+        it next reads the step's values back."""
         raise NotImplementedError
 
-    def clip_grad_norm(self, parameters) -> float:
+    def clip_grad_norm(self, parameters) -> torch.Tensor:
         """Clip to ``train.grad_clip`` (0: no clipping); the global pre-clip norm (a sharded one is gathered)."""
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.train_cfg.grad_clip or float("inf"))
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        return float(grad_norm)
+        return grad_norm.detach().float()
 
-    def discard_step(self) -> None:
-        """Drop the accumulated gradients of a step that saw a non-finite loss."""
-        raise NotImplementedError
+    def guarded_update(self, grad_norm: torch.Tensor, loss_not_finite: torch.Tensor) -> None:
+        """One AdamW step, dropped on the device (fused AdamW's ``found_inf``) when the step is not finite."""
+        self.optimizer.found_inf = ((~torch.isfinite(grad_norm)) | loss_not_finite).float()
+        self.optimizer.step()
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
         """Collective: write model + optimizer (+ ``extra`` tensors/values such as EMA) under ``folder``.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,17 @@ class DDPBackend(Backend):
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss / self.plan.grad_accum_steps).backward()
 
-    def step(self) -> float:
+    def step(self, loss_not_finite: torch.Tensor) -> torch.Tensor:
         self.scaler.unscale_(self.optimizer)
         grad_norm = self.clip_grad_norm(self.module.parameters())
-        if math.isfinite(grad_norm) or self.scaler.is_enabled():  # fp16: the scaler skips it and lowers its scale
+        if self.scaler.is_enabled():
+            # fp16: the scaler hands its own found_inf to the fused AdamW (no sync) and lowers its scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        else:
+            self.guarded_update(grad_norm, loss_not_finite)
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
-
-    def discard_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
         super().save(folder, {**extra, "scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else extra)

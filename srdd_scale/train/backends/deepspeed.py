@@ -178,18 +178,15 @@ class DeepSpeedBackend(Backend):
         self.model.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps itself
         self.model.step()  # no-op update except at the accumulation boundary
 
-    def step(self) -> float:
+    def step(self, loss_not_finite: torch.Tensor) -> torch.Tensor:
         # the update already happened in the boundary micro-step's engine.step(), with the LR set before it;
         # DeepSpeed drops an update whose grad norm is not finite (the ZeRO optimizers' overflow check, which the
-        # bf16 section of our config keeps on) and counts it in skipped_steps
+        # bf16 section of our config keeps on; it reads the flag back itself) and counts it in skipped_steps
         skipped = self.model.skipped_steps != self._skipped_seen
         self._skipped_seen = self.model.skipped_steps
         norm = self.model.get_global_grad_norm()
-        return float("nan") if skipped or norm is None else float(norm)
-
-    def discard_step(self) -> None:
-        # only reached with fp16, where DeepSpeed's loss scaler has already skipped the overflowing update
-        pass
+        norm = float("nan") if skipped or norm is None else float(norm)
+        return torch.tensor(norm, device=self.device)
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
         self.model.save_checkpoint(str(Path(folder) / DS_FOLDER), tag=DS_TAG, client_state={"extra": extra},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
@@ -83,15 +82,11 @@ class FSDPBackend(Backend):
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.plan.grad_accum_steps).backward()
 
-    def step(self) -> float:
+    def step(self, loss_not_finite: torch.Tensor) -> torch.Tensor:
         grad_norm = self.clip_grad_norm(self.model.parameters())
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
+        self.guarded_update(grad_norm, loss_not_finite)
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
-
-    def discard_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -16,6 +16,9 @@ class StepReport:
     metrics: dict[str, float]
     media: dict[str, str] = field(default_factory=dict)  # name -> image path (rank 0)
     log: bool = False  # whether loggers write this step (log_every, eval/sample steps, the last step)
+    # whether the host has read this step's values back (Trainer.reads_back); metrics is empty until it has, so a
+    # callback that reports per window (SpeedMonitor) closes its window here, where the device has caught up
+    settled: bool = False
 
 
 class Callback:

@@ -20,7 +20,11 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 class SpeedMonitor(Callback):
-    """Adds ``perf/*`` metrics measured over the wall time between consecutive steps."""
+    """Adds ``perf/*`` metrics on each settled step, averaged over the steps since the previous one.
+
+    Between settled steps the host runs ahead of an accelerator, so only a window that ends where the host has
+    waited for the device measures it; eval, sampling and checkpoint time stay out (``on_step_done``).
+    """
 
     def on_train_start(self, state: TrainState) -> None:
         cfg = state.cfg
@@ -33,10 +37,17 @@ class SpeedMonitor(Callback):
         self.cluster_peak = peak * state.env.world_size if peak else None  # None: unknown device, no MFU
         self.images_per_step = cfg.train.global_batch_size
         self.last_time = time.perf_counter()
+        self.window_seconds, self.window_steps = 0.0, 0
 
     def on_step_end(self, state: TrainState, report: StepReport) -> None:
         now = time.perf_counter()
-        seconds, self.last_time = now - self.last_time, now
+        self.window_seconds += now - self.last_time
+        self.window_steps += 1
+        self.last_time = now
+        if not report.settled:
+            return
+        seconds = self.window_seconds / self.window_steps
+        self.window_seconds, self.window_steps = 0.0, 0
         images_per_s = self.images_per_step / seconds
         report.metrics.update({
             "perf/step_seconds": seconds,
