@@ -1,4 +1,4 @@
-"""The whole pipeline on the built-in synthetic shapes, sized for ~13 minutes on 2 idle CPU cores (README).
+"""The whole pipeline on the built-in synthetic shapes, sized for ~15 minutes on 2 idle CPU cores (README).
 
     python tools/quickstart.py                    # everything, into outputs/quickstart
     python tools/quickstart.py --out DIR --backend deepspeed
