@@ -383,7 +383,7 @@ def write_results(args: argparse.Namespace, runs: list[dict], rounds_done: int, 
               f"{' + uncommitted changes' if prov['git_dirty'] else ''}, VAR `{str(var_commit)[:12]}`, "
               f"torch {torch.__version__}; best of {rounds_done} alternating round(s), {args.steps} timed step(s) per "
               f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
-              f"load = 1-min load average at the start of each process, on a machine shared by 8 engineers)")
+              f"load = 1-min load average at the start of each process)")
     table = render_table(best, header)
     write_report({"settings": {k: v for k, v in vars(args).items() if k != "job"}, "var_commit": var_commit,
                   "rounds_done": rounds_done, "runs": runs, "best": list(best.values())}, "bench_vs_var", out,
