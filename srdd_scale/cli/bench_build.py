@@ -4,7 +4,7 @@ own construction (FSDP2: on ``meta``, shards materialised; ZeRO-3: ``deepspeed.z
     python tools/bench_build.py model.depth=16 --world-size 2 --out bench_build.json
 
 Each (backend, construction) pair runs as its own ``torchrun`` job, so freed memory of one never lowers the next
-one's figure. A rank reports the growth of its peak RSS (``ru_maxrss``) over the model build and over build +
+one's figure. A rank reports the growth of its peak RSS (``utils.peak_memory``) over the model build and over build +
 ``Backend`` wrap (AdamW state is created lazily, at the first step, and is not included). The model is the
 trainer's (``SRDDTask.build_model``) with a tiny tokenizer and text encoder built from the config, so no assets
 are needed. Memory does not depend on machine load.
@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +35,6 @@ SMALL_PARTS = ["tokenizer.image_size=32", "tokenizer.ch=8", "tokenizer.ch_mult=[
 MARK = "BENCH_BUILD "
 
 
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
 def _rank(construction: str, overrides: list[str]) -> None:
     """One rank: build as ``construction`` ('whole' or 'backend') says, wrap, print one JSON line."""
     import tempfile
@@ -50,6 +45,7 @@ def _rank(construction: str, overrides: list[str]) -> None:
     from srdd_scale.train.backends import build_backend, model_construction, plan_batch
     from srdd_scale.train.task import SRDDTask
     from srdd_scale.utils.dist import destroy_distributed, device_for, init_distributed
+    from srdd_scale.utils.peak_memory import PeakMemory
 
     cfg = RunConfig.load([], overrides)
     env = init_distributed()
@@ -58,19 +54,18 @@ def _rank(construction: str, overrides: list[str]) -> None:
         task = SRDDTask(cfg, device)
         if cfg.parallel.backend == "deepspeed":
             import deepspeed  # noqa: F401  (its import is in the baseline of both constructions)
-        base = _peak_gib()
         torch.manual_seed(cfg.train.seed)
         place = model_construction(cfg.parallel, cfg.train) if construction == "backend" else contextlib.nullcontext()
-        with place:
-            model = task.build_model()
-        built = _peak_gib()
-        params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-        plan = plan_batch(cfg.train, cfg.parallel, env.world_size)
-        with tempfile.TemporaryDirectory() as run_dir:
+        host = torch.device("cpu")
+        # nested: the inner region starts where the outer one does, so its reset of the peak loses nothing
+        with PeakMemory(host) as whole, tempfile.TemporaryDirectory() as run_dir:
+            with PeakMemory(host) as build, place:
+                model = task.build_model()
+            plan = plan_batch(cfg.train, cfg.parallel, env.world_size)
             build_backend(model, 1e-3, env, device, cfg.train, cfg.parallel, plan, Path(run_dir))
-        wrapped = _peak_gib()
-        print(MARK + json.dumps({"rank": env.rank, "params_m": params / 1e6, "build_gib": built - base,
-                                 "build_and_wrap_gib": wrapped - base}), flush=True)
+        params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+        print(MARK + json.dumps({"rank": env.rank, "params_m": params / 1e6, "build_gib": build.mib / 1024,
+                                 "build_and_wrap_gib": whole.mib / 1024}), flush=True)
     finally:
         destroy_distributed()
 
