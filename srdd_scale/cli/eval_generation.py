@@ -70,12 +70,18 @@ def sampling_config(overrides: list[str], **fields):
     return cfg
 
 
-def evaluate_row(model, tokenizer, run_cfg, cfg, ref, per_class: int, seed: int, bootstrap: int) -> dict:
+def evaluate_row(model, tokenizer, run_cfg, cfg, ref, per_class: int, seed: int, bootstrap: int,
+                 features_out: str | None = None, grid_out: str | None = None) -> dict:
     from srdd_scale.eval.fid import inception_features, load_inception
-    from srdd_scale.eval.generation import generate_balanced, sampling_flops_per_image, score
+    from srdd_scale.eval.generation import (generate_balanced, sampling_flops_per_image, save_features,
+                                            save_sample_grid, score)
 
     images, labels, latency = generate_balanced(model, tokenizer, run_cfg.model.num_classes, per_class, cfg, seed)
     features = inception_features(list(images), load_inception())
+    if features_out:
+        save_features(features_out, features, labels)
+    if grid_out:
+        save_sample_grid(grid_out, images, labels, ref.classes)
     result = score(features, labels, ref, bootstrap, seed)
     result.update(sampling=dataclasses.asdict(cfg), seconds_per_image=latency, seed=seed,
                   sampling_flops_per_image=sampling_flops_per_image(
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default="runs/eval_cache", help="cached reference features")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", help="write the JSON result here")
+    parser.add_argument("--features-out", help="also write the samples' Inception features (.npz), to pool seeds "
+                        "(generation.pooled_score)")
+    parser.add_argument("--grid-out", help="also write a PNG of the first samples of every class")
     parser.add_argument("overrides", nargs="*", metavar="sampling.KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -135,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"cfg={s:g}: FID {r['fid']:.2f} IS {r['is']:.2f}" for s, r in zip(scales, rows)))
         print(f"best cfg_scale={scales[best]:g}")
     else:
-        record.update(evaluate_row(model, tokenizer, run_cfg, base, ref, args.per_class, args.seed, args.bootstrap))
+        record.update(evaluate_row(model, tokenizer, run_cfg, base, ref, args.per_class, args.seed, args.bootstrap,
+                                   args.features_out, args.grid_out))
         print(f"FID {record['fid']:.2f} {record['fid_ci95']}  IS {record['is']:.2f}  acc "
               f"{record['class_accuracy']:.3f}  {record['seconds_per_image'] * 1e3:.1f} ms/image  "
               f"{record['sampling_flops_per_image']:.3g} FLOPs/image")

@@ -62,7 +62,9 @@ def load_inception(weights: Union[str, Path, None] = None, device: str = "cpu") 
             model = torch.jit.load(str(path), map_location=device)
         except RuntimeError as error:
             raise ValueError(f"Could not load {path} as a TorchScript FID Inception: {error}") from error
-    return model.eval()
+        # Freezing inlines the weights so that channels-last inputs stay channels-last through the convs:
+        # ~18% faster on CPU, features equal to 1e-5 (docs/LOG.md).
+        return torch.jit.freeze(model.eval())
 
 
 def _to_uint8_hwc(image: ImageLike) -> np.ndarray:
@@ -79,7 +81,7 @@ def _prepare_batch(images: list[ImageLike], device: str) -> torch.Tensor:
     batch = torch.stack([torch.from_numpy(_to_uint8_hwc(im).copy()) for im in images])
     batch = batch.permute(0, 3, 1, 2).to(device=device, dtype=torch.float32)
     batch = F.interpolate(batch, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
-    return batch / 128.0 - 1.0
+    return (batch / 128.0 - 1.0).contiguous(memory_format=torch.channels_last)
 
 
 def _batches(images: Iterable[ImageLike], batch_size: int) -> Iterator[list[ImageLike]]:

@@ -54,6 +54,17 @@ def test_features_shape_and_batch_invariance(inception, images):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_frozen_channels_last_features_equal_the_plain_network(inception, images):
+    import torch
+
+    plain = torch.jit.load(str(fid.default_inception_path())).eval()
+    batch = fid._prepare_batch(images[:4], "cpu")
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        reference = plain(batch.contiguous()).flatten(1).double().numpy()
+    np.testing.assert_allclose(fid.inception_features(images[:4], inception), reference, rtol=1e-4, atol=1e-4)
+
+
 def test_fid_self_is_zero_and_grows_with_noise(inception, images):
     clean = fid.inception_features(images, inception)
     assert abs(fid.fid_from_features(clean, fid.inception_features(images, inception))) < 1e-3

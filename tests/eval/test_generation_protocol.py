@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from srdd_scale.eval.generation import Reference, sampling_flops_per_image, score
+from srdd_scale.eval.generation import (Reference, pooled_score, sampling_flops_per_image, save_features,
+                                        save_sample_grid, score)
 from srdd_scale.eval.inception_score import fit_class_head
 from srdd_scale.model import ModelConfig, SamplingConfig
 from srdd_scale.model.flops import flops_per_image
@@ -30,6 +31,39 @@ def test_score_fid_is_accuracy_and_basic_bootstrap_intervals():
     assert score(_features(rng, labels, centres), labels, ref, bootstrap=50, seed=3)["fid_ci95"] != good["fid_ci95"]
 
 
+def test_pooled_score_equals_score_of_the_union(tmp_path):
+    rng = np.random.default_rng(4)
+    centres = rng.normal(0, 3, (4, 8))
+    ref_labels = np.repeat(np.arange(4), 30)
+    ref_features = _features(rng, ref_labels, centres)
+    ref = Reference(ref_features, ref_labels, ("a", "b", "c", "d"), fit_class_head(ref_features, ref_labels, 4), "x")
+    labels = np.repeat(np.arange(4), 10)
+    parts = [_features(rng, labels, centres).astype(np.float32) for _ in range(3)]  # saved as float32
+    for i, part in enumerate(parts):
+        save_features(tmp_path / f"s{i}.npz", part, labels)
+    pooled = pooled_score([tmp_path / f"s{i}.npz" for i in range(3)], ref, bootstrap=5, seed=0)
+    union = score(np.concatenate(parts).astype(np.float64), np.tile(labels, 3), ref, bootstrap=5, seed=0)
+    assert pooled["num_samples"] == 120
+    for key in ("fid", "is", "class_accuracy", "fid_ci95", "is_ci95"):
+        assert pooled[key] == pytest.approx(union[key])
+
+
+def test_sample_grid_has_one_row_per_class(tmp_path):
+    from PIL import Image
+
+    labels = np.repeat(np.arange(3), 5)
+    images = np.stack([np.full((32, 32, 3), 15 * i, np.uint8) for i in range(len(labels))])
+    save_sample_grid(tmp_path / "grid.png", images, labels, ("a", "b", "c"), per_class=4)
+    small = Image.open(tmp_path / "grid.png")
+    save_sample_grid(tmp_path / "grid.png", images, labels, ("a", "b", "c", "d"), per_class=4)  # "d" drew nothing
+    assert Image.open(tmp_path / "grid.png").size == small.size
+    save_sample_grid(tmp_path / "grid.png", images, labels, ("a", "b"), per_class=4)
+    two_rows = Image.open(tmp_path / "grid.png").size
+    assert two_rows[0] == small.size[0] and 3 * two_rows[1] == 2 * small.size[1]
+    with pytest.raises(ValueError, match="no samples"):
+        save_sample_grid(tmp_path / "none.png", images, labels, (), per_class=4)
+
+
 def test_sampling_flops_count_guidance_and_simple_resampling():
     model = ModelConfig(depth=2, cross_attn=False, num_classes=10)
     patch_nums = (1, 2, 3, 4)
@@ -54,12 +88,14 @@ def test_sampling_overrides_are_typed_and_checked():
         sampling_config(["sampling.mr_steps=2"])
 
 
-@pytest.mark.parametrize("counts", [(30, 50), (3000, 40)])
+@pytest.mark.parametrize("counts", [(30, 50), (3000, 40), (40, 3000), (300, 200)])
 def test_frechet_to_reference_equals_fid_from_features(counts):
     from srdd_scale.eval.fid import fid_from_features
     from srdd_scale.eval.generation import FrechetToReference
 
     rng = np.random.default_rng(1)
-    dim = 64 if counts[0] > 1000 else 2048
+    dim = 64 if max(counts) > 1000 else 2048 if min(counts) < 100 else 128  # both routes, reference sqrt reused
     generated, reference = rng.normal(0, 1, (counts[0], dim)), rng.normal(0.3, 1.2, (counts[1], dim))
-    assert FrechetToReference(reference)(generated) == pytest.approx(fid_from_features(generated, reference), rel=1e-9)
+    to_reference = FrechetToReference(reference)
+    for subset in (generated, generated[: len(generated) // 2 + 2]):
+        assert to_reference(subset) == pytest.approx(fid_from_features(subset, reference), rel=1e-7)  # eigh vs sqrtm
