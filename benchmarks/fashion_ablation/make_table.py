@@ -1,8 +1,13 @@
 #!/usr/bin/env python
-"""Aggregate the ablation's row JSONs (run_eval.sh) into docs/reproduction_table.md-ready Markdown, one JSON and
-two plots: FID vs training FLOPs per mask, held-out loss vs training FLOPs per mask and seed.
+"""Aggregate the ablation's row JSONs (run_eval.py) into the Markdown tables of docs/reproduction.md, one JSON and
+three figures: FID vs training FLOPs per mask, held-out loss vs training FLOPs per mask and seed, sample grids.
 
     python benchmarks/fashion_ablation/make_table.py [RESULTS_DIR] [--out-dir docs/images]
+
+Per row: FID/IS/class accuracy of the three seeds' samples pooled (the method marginalised over training seeds,
+5,010 samples, bootstrap interval), the per-seed mean with a t-interval over seeds, and costs. Then paired
+per-seed differences between rows: each seed's models share data order and initialisation, so the difference
+is far less noisy than either row.
 """
 from __future__ import annotations
 
@@ -25,21 +30,48 @@ ROWS = [  # (label, file pattern with {s} for the seed, paper's claim)
     ("distilled student 1-2-4-8 (teacher KL)", "student-distill", "close to SDD at fewer steps"),
     ("fine-tuned student 1-2-4-8 (CE only)", "student-finetune", "(today's recipe)"),
 ]
+PAIRS = [  # (row, minus row): per-seed differences
+    ("markovian-s{s}", "block_causal-s{s}", "SDD - VAR"),
+    ("markovian-s{s}-sr", "markovian-s{s}", "SR - SDD"),
+    ("markovian-s{s}-mr", "markovian-s{s}", "MR - SDD"),
+    ("markovian-s{s}-cfg", "markovian-s{s}", "tuned CFG - SDD (CFG 1.5)"),
+    ("block_causal-s{s}-cfg", "block_causal-s{s}", "tuned CFG - VAR (CFG 1.5)"),
+    ("markovian-s{s}-cfg", "block_causal-s{s}-cfg", "SDD + tuned CFG - VAR + tuned CFG"),
+    ("markovian_prev-s{s}", "markovian-s{s}", "markovian_prev - SDD"),
+]
+MASKS = ("markovian", "block_causal", "markovian_prev")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # two-sided 95% t quantiles by degrees of freedom
 
 
-def seed_summary(values: list[float]) -> str:
-    if not values:
-        return "-"
+def mean_interval(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval (None for one value)."""
     mean = float(np.mean(values))
     if len(values) == 1:
-        return f"{mean:.2f}"
-    half = T95[len(values) - 1] * float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    return f"{mean:.2f} ± {half:.2f}"
+        return mean, None
+    return mean, T95[len(values) - 1] * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    mean, half = mean_interval(values)
+    return f"{mean:.{digits}f}" if half is None else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def load_rows(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+
+
+def pooled(names: list[str], rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str) -> dict | None:
+    """Scores of the named rows' samples together (generation.pooled_score), or None without their features."""
+    from srdd_scale.eval.generation import pooled_score, reference
+
+    paths = [features / f"{n}.npz" for n in names]
+    if len(names) < 2 or not all(p.is_file() for p in paths):
+        return None
+    first = rows[names[0]]
+    ref = reference(first["reference"], first["reference_per_class"], 32, cache_dir)
+    return pooled_score(paths, ref, bootstrap, seed=0)
 
 
 def _save(fig, path: Path) -> str:
@@ -52,32 +84,52 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
-def table(rows: dict[str, dict]) -> tuple[str, list[dict]]:
-    lines = ["| row | n seeds | FID ↓ | IS ↑ | class acc ↑ | held-out loss ↓ | train FLOPs | sampling GFLOPs/img | "
-             "ms/img | per seed: value [95% bootstrap] | paper's claim |", "|" + "---|" * 11]
+def table(rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str) -> tuple[str, list[dict]]:
+    lines = ["| row | seeds | FID ↓ pooled [95% CI] | FID per seed | IS ↑ pooled [95% CI] | IS per seed | "
+             "class acc ↑ pooled | held-out loss ↓ | train FLOPs | sampling GFLOPs/img | ms/img | paper's claim |",
+             "|" + "---|" * 12]
     records = []
     for label, pattern, claim in ROWS:
         names = [n for n in dict.fromkeys(pattern.format(s=s) for s in range(3)) if n in rows]
-        found = [rows[n] for n in names]
-        if not found:
+        if not names:
             continue
+        found = [rows[n] for n in names]
         get = lambda key, found=found: [r[key] for r in found if r.get(key) is not None]  # noqa: E731
-        per_seed = "; ".join(f"FID {r['fid']:.1f} [{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}], IS {r['is']:.2f} "
-                             f"[{r['is_ci95'][0]:.2f}, {r['is_ci95'][1]:.2f}], acc {r['class_accuracy']:.2f} "
-                             f"[{r['class_accuracy_ci95'][0]:.2f}, {r['class_accuracy_ci95'][1]:.2f}]" for r in found)
-        record = {"row": label, "files": names,
+        union = pooled(names, rows, features, bootstrap, cache_dir)
+        shown = union or found[0]  # one seed: its own interval
+
+        def cell(key: str, shown=shown) -> str:
+            low, high = shown[f"{key}_ci95"]
+            return f"{shown[key]:.2f} [{low:.2f}, {high:.2f}]"
+
+        record = {"row": label, "files": names, "pooled": union, "num_samples": shown["num_samples"],
                   **{k: get(k) for k in ("fid", "is", "class_accuracy", "heldout_loss", "training_flops",
                                          "sampling_flops_per_image", "seconds_per_image")}}
         records.append(record)
         lines.append(
-            f"| {label} | {len(found)} | {seed_summary(get('fid'))} | {seed_summary(get('is'))} | "
-            f"{seed_summary(get('class_accuracy'))} | {seed_summary(get('heldout_loss'))} | "
+            f"| {label} | {len(found)} | {cell('fid')} (N={shown['num_samples']}) | {fmt(get('fid'))} | {cell('is')} | "
+            f"{fmt(get('is'))} | {cell('class_accuracy')} | {fmt(get('heldout_loss'), 3)} | "
             f"{np.mean(get('training_flops')):.2e} | {np.mean(get('sampling_flops_per_image')) / 1e9:.2f} | "
-            f"{1e3 * np.mean(get('seconds_per_image')):.0f} | {per_seed} | {claim} |")
+            f"{1e3 * np.mean(get('seconds_per_image')):.0f} | {claim} |")
     return "\n".join(lines), records
 
 
-def plots(rows: dict[str, dict], runs: Path, out_dir: Path) -> list[str]:
+def differences(rows: dict[str, dict]) -> tuple[str, list[dict]]:
+    lines = ["| difference | seeds | FID (lower is better) | IS | class acc | per seed FID |", "|---" * 6 + "|"]
+    records = []
+    for left, right, label in PAIRS:
+        seeds = [s for s in range(3) if left.format(s=s) in rows and right.format(s=s) in rows]
+        if not seeds:
+            continue
+        diff = {k: [rows[left.format(s=s)][k] - rows[right.format(s=s)][k] for s in seeds]
+                for k in ("fid", "is", "class_accuracy")}
+        records.append({"difference": label, "seeds": seeds, **diff})
+        lines.append(f"| {label} | {len(seeds)} | {fmt(diff['fid'])} | {fmt(diff['is'])} | "
+                     f"{fmt(diff['class_accuracy'], 3)} | {', '.join(f'{v:+.1f}' for v in diff['fid'])} |")
+    return "\n".join(lines), records
+
+
+def plots(rows: dict[str, dict], runs: Path, grids: Path, out_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,16 +138,18 @@ def plots(rows: dict[str, dict], runs: Path, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for mask in ("markovian", "block_causal", "markovian_prev"):
+    for mask in MASKS:
         points = sorted((r["training_flops"], r["fid"], r["fid_ci95"]) for name, r in rows.items()
-                        if re.fullmatch(rf"curve-{mask}-s0-\d+|{mask}-s0", name))
+                        if re.fullmatch(rf"curve-{mask}-s0-(\d+|final)", name))
         if points:
             x, y, ci = zip(*points)
             err = np.abs(np.array(ci).T - np.array(y))
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=mask)
-    ax.set_xlabel("training FLOPs"), ax.set_ylabel("FID (test, 200-300 samples)"), ax.legend()
-    ax.set_title("FID vs training compute (seed 0)")
-    written.append(_save(fig, out_dir / "fashion_fid_vs_flops.png"))
+            samples = rows[next(n for n in rows if n.startswith(f"curve-{mask}-s0-"))]["num_samples"]
+    if any(n.startswith("curve-") for n in rows):
+        ax.set_xlabel("training FLOPs"), ax.set_ylabel(f"FID (test, {samples} samples)"), ax.legend()
+        ax.set_title("FID vs training compute (seed 0)")
+        written.append(_save(fig, out_dir / "fashion_fid_vs_flops.png"))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     colours = {"markovian": "C0", "block_causal": "C1", "markovian_prev": "C2"}
@@ -110,28 +164,46 @@ def plots(rows: dict[str, dict], runs: Path, out_dir: Path) -> list[str]:
         if evals and mask in per_step:
             steps, losses = zip(*evals)
             ax.plot(np.array(steps) * per_step[mask], losses, color=colours[mask], marker=".",
-                    linestyle="-" if seed == "0" else "--", label=f"{mask} s{seed}")
-    ax.set_xlabel("training FLOPs"), ax.set_ylabel("held-out loss (mean over tokens)"), ax.legend()
+                    linestyle=("-", "--", ":")[int(seed) % 3], label=f"{mask} s{seed}")
+    ax.set_xlabel("training FLOPs"), ax.set_ylabel("held-out loss (mean over tokens)"), ax.legend(fontsize=6)
     ax.set_title("Held-out loss vs training compute (every seed)")
     written.append(_save(fig, out_dir / "fashion_loss_vs_flops.png"))
+
+    panels = [(title, grids / f"{name}.png") for title, name in (
+        ("VAR (block_causal)", "block_causal-s0"), ("SDD (markovian)", "markovian-s0"),
+        ("SDD + MR", "markovian-s0-mr"), ("SDD + tuned CFG", "markovian-s0-cfg"))]
+    panels = [(title, path) for title, path in panels if path.is_file()]
+    if panels:
+        from PIL import Image
+
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 6))
+        for ax, (title, path) in zip(np.atleast_1d(axes), panels):
+            ax.imshow(Image.open(path)), ax.set_title(f"{title}, seed 0"), ax.axis("off")
+        written.append(_save(fig, out_dir / "fashion_samples.png"))
     return written
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", default="benchmarks/fashion_ablation/results")
     parser.add_argument("--runs", default="runs/sweeps/fashion_ablation")
+    parser.add_argument("--features", default="runs/repro/features", help="run_eval.py's saved Inception features")
+    parser.add_argument("--grids", default="runs/repro/grids", help="run_eval.py's sample grids")
+    parser.add_argument("--cache-dir", default="runs/eval_cache")
+    parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples of each pooled row")
     parser.add_argument("--out-dir", default="docs/images")
     parser.add_argument("--json", default="benchmarks/fashion_ablation/table.json")
     args = parser.parse_args()
     rows = load_rows(Path(args.results))
-    markdown, records = table(rows)
-    print(markdown)
-    images = plots(rows, Path(args.runs), Path(args.out_dir))
+    markdown, records = table(rows, Path(args.features), args.bootstrap, args.cache_dir)
+    diff_markdown, diff_records = differences(rows)
+    print(markdown, "", diff_markdown, sep="\n")
+    images = plots(rows, Path(args.runs), Path(args.grids), Path(args.out_dir))
     cfg_sweeps = {name: [(c["cfg_scale"], round(c["fid"], 2), round(c["is"], 2)) for c in r["cfg_sweep"]]
                   for name, r in rows.items() if "cfg_sweep" in r}
-    Path(args.json).write_text(json.dumps({"rows": records, "cfg_sweeps": cfg_sweeps, "plots": images,
-                                           "markdown": markdown}, indent=2) + "\n")
+    summary = {"rows": records, "differences": diff_records, "cfg_sweeps": cfg_sweeps, "plots": images,
+               "markdown": markdown, "differences_markdown": diff_markdown}
+    Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     for name, sweep in cfg_sweeps.items():
         print(name, sweep)
     return 0

@@ -178,10 +178,20 @@ def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray) ->
 def pooled_score(paths: list[str | Path], ref: Reference, bootstrap: int, seed: int) -> dict:
     """``score`` of the union of several rows' saved features (one row per training seed): the metric of the
     method marginalised over seeds, on as many samples as all seeds together."""
-    loaded = [np.load(p, allow_pickle=False) for p in paths]
-    features = np.concatenate([data["features"].astype(np.float64) for data in loaded])
-    labels = np.concatenate([data["labels"] for data in loaded])
-    return score(features, labels, ref, bootstrap, seed)
+    if not paths:
+        raise ValueError("pooled_score needs at least one features file")
+    features, labels = [], []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            if "features" not in data or "labels" not in data:
+                raise ValueError(f"{path}: expected arrays 'features' and 'labels' (save_features), got {data.files}")
+            part, part_labels = data["features"], data["labels"]
+        if part.ndim != 2 or part.shape[1] != ref.features.shape[1] or len(part_labels) != len(part):
+            raise ValueError(f"{path}: features {part.shape} with {len(part_labels)} labels; expected (N, "
+                             f"{ref.features.shape[1]}) and N labels, like the reference")
+        features.append(part.astype(np.float64))
+        labels.append(part_labels)
+    return score(np.concatenate(features), np.concatenate(labels), ref, bootstrap, seed)
 
 
 def save_sample_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],

@@ -44,6 +44,9 @@ def test_pooled_score_equals_score_of_the_union(tmp_path):
     pooled = pooled_score([tmp_path / f"s{i}.npz" for i in range(3)], ref, bootstrap=5, seed=0)
     union = score(np.concatenate(parts).astype(np.float64), np.tile(labels, 3), ref, bootstrap=5, seed=0)
     assert pooled["num_samples"] == 120
+    save_features(tmp_path / "narrow.npz", parts[0][:, :5], labels)
+    with pytest.raises(ValueError, match=r"narrow.npz: features \(40, 5\)"):
+        pooled_score([tmp_path / "s0.npz", tmp_path / "narrow.npz"], ref, bootstrap=0, seed=0)
     for key in ("fid", "is", "class_accuracy", "fid_ci95", "is_ci95"):
         assert pooled[key] == pytest.approx(union[key])
 
