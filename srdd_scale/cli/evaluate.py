@@ -9,6 +9,7 @@ accuracy a tokenizer's reconstructions allow, and validation loss. One subcomman
     python tools/evaluate.py analyser-check --count 300
     python tools/evaluate.py tokenizer-ceiling runs/tok_shapes64/tokenizer --count 100
     python tools/evaluate.py val-loss data/shapes/heldout --model exports/d2 --out val.json
+    python tools/evaluate.py generation --checkpoint RUN_DIR --reference data/fashion_mnist/test --out row.json
 
 Each subcommand is one function below taking the parsed arguments and returning a JSON-able dict, which is
 printed (and written to --out). A samples folder holds PNGs and the prompts.jsonl that tools/sample.py writes
@@ -24,6 +25,9 @@ from pathlib import Path
 
 from srdd_scale.cli import entry_point
 from srdd_scale.cli.args import non_negative_int, positive_int
+
+
+GENERATION = "generation"
 
 
 def evaluate_fid(args) -> dict:
@@ -159,11 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--model", required=True, help="exported model folder (tools/export_hf.py)")
     val.add_argument("--max-batches", type=non_negative_int, default=0,
                      help="stop after this many batches (0: the whole split)")
+    commands.add_parser(GENERATION, add_help=False, help="FID + IS with bootstrap intervals, class accuracy, sampling "
+                        "FLOPs and latency of a class-conditional checkpoint: tools/eval_generation.py, same options")
     return parser
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [GENERATION]:  # the paper's protocol has its own option set: hand the rest over whole
+        from srdd_scale.cli import eval_generation
+
+        return eval_generation.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)

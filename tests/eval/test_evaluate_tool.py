@@ -59,6 +59,8 @@ def test_errors_name_what_is_missing(tmp_path, monkeypatch, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
     assert evaluate(["fid", "a", "a", "--inception", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+    assert evaluate(["generation", "--checkpoint", "nowhere", "--reference", "ref"]) == 2
+    assert "nowhere" in capsys.readouterr().err
     for argv, message in (([], "required: COMMAND"), (["val-loss", "data"], "required: --model")):
         with pytest.raises(SystemExit) as exit_info:
             evaluate(argv)

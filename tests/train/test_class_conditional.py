@@ -1,7 +1,10 @@
-"""A class-conditional model (no text) trains with 2 real ranks on labelled shards; wrong shards are refused."""
+"""A class-conditional model (no text) trains with 2 real ranks on labelled shards and is scored by the paper's
+generation protocol (tools/evaluate.py generation); wrong shards are refused."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import json
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from srdd_scale.data.mds import META_FILE, open_writer, sample_record, tokenizer
 from srdd_scale.data.preprocess import image_to_tensor
 from srdd_scale.data.shapes import iter_shapes
 from srdd_scale.tokenizer import flatten_codes, load_tokenizer
+from srdd_scale.cli.evaluate import main as evaluate
 from srdd_scale.train.callbacks import read_metrics
 from tests.helpers.training import Ranks, base_overrides, launch_ok, only_run_dir
 
@@ -43,6 +47,22 @@ def test_two_ranks_train_a_class_conditional_model(train_assets, run_tmp):
     records = [r for r in read_metrics(only_run_dir(run_tmp / "out")) if "loss" in r]
     assert [r["step"] for r in records] == list(range(1, 9))
     assert records[-1]["loss"] < records[0]["loss"]
+
+    reference = run_tmp / "reference"  # an ImageFolder split: root/<class>/<image>
+    for i, sample in enumerate(iter_shapes("heldout", seed=0, image_size=16, count=4 * NUM_CLASSES)):
+        (reference / f"class{i % NUM_CLASSES}").mkdir(parents=True, exist_ok=True)
+        sample.image.save(reference / f"class{i % NUM_CLASSES}" / f"{i}.png")
+    common = ["--checkpoint", str(only_run_dir(run_tmp / "out")), "--reference", str(reference),
+              "--reference-per-class", "4", "--per-class", "2", "--bootstrap", "2", "--cache-dir", str(run_tmp / "c")]
+    assert evaluate(["generation", *common, "--out", str(run_tmp / "row.json"), "--features-out",
+                     str(run_tmp / "row.npz"), "--grid-out", str(run_tmp / "row.png"), "sampling.cfg_scale=2"]) == 0
+    row = json.loads((run_tmp / "row.json").read_text())
+    assert row["num_samples"] == 2 * NUM_CLASSES and row["num_reference"] == 4 * NUM_CLASSES and row["step"] == 8
+    assert row["sampling"]["cfg_scale"] == 2 and row["sampling_flops_per_image"] > 0 and row["seconds_per_image"] > 0
+    assert 1.0 <= row["is"] <= NUM_CLASSES and row["fid_ci95"][0] <= row["fid"] <= row["fid_ci95"][1]
+    assert (run_tmp / "row.npz").is_file() and (run_tmp / "row.png").is_file()
+    assert evaluate(["generation", *common, "--cfg-sweep", "0,1.5", "--out", str(run_tmp / "sweep.json")]) == 0
+    assert json.loads((run_tmp / "sweep.json").read_text())["best_cfg"] in (0.0, 1.5)
 
     too_few = [o for o in overrides if not o.startswith("model.num_classes=")] + ["model.num_classes=2"]
     ranks = Ranks(too_few + ["logging.output_dir=" + str(run_tmp / "out2")], run_tmp, world=1)
