@@ -13,12 +13,17 @@ def _features(rng, labels, centres, noise=0.5):
     return centres[labels] + rng.normal(0, noise, (len(labels), centres.shape[1]))
 
 
-def test_score_fid_is_accuracy_and_basic_bootstrap_intervals():
-    rng = np.random.default_rng(0)
+def _reference(seed: int, per_class: int) -> tuple[np.random.Generator, np.ndarray, Reference]:
+    """Four Gaussian classes in 8-d feature space, their reference set and its fitted class head."""
+    rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (4, 8))
-    ref_labels = np.repeat(np.arange(4), 50)
-    ref_features = _features(rng, ref_labels, centres)
-    ref = Reference(ref_features, ref_labels, ("a", "b", "c", "d"), fit_class_head(ref_features, ref_labels, 4), "x")
+    labels = np.repeat(np.arange(4), per_class)
+    features = _features(rng, labels, centres)
+    return rng, centres, Reference(features, labels, ("a", "b", "c", "d"), fit_class_head(features, labels, 4), "x")
+
+
+def test_score_fid_is_accuracy_and_basic_bootstrap_intervals():
+    rng, centres, ref = _reference(seed=0, per_class=50)
     labels = np.repeat(np.arange(4), 25)
     good = score(_features(rng, labels, centres), labels, ref, bootstrap=50, seed=0)
     collapsed = score(_features(rng, np.zeros_like(labels), centres), labels, ref, bootstrap=50, seed=0)
@@ -32,11 +37,7 @@ def test_score_fid_is_accuracy_and_basic_bootstrap_intervals():
 
 
 def test_pooled_score_equals_score_of_the_union(tmp_path):
-    rng = np.random.default_rng(4)
-    centres = rng.normal(0, 3, (4, 8))
-    ref_labels = np.repeat(np.arange(4), 30)
-    ref_features = _features(rng, ref_labels, centres)
-    ref = Reference(ref_features, ref_labels, ("a", "b", "c", "d"), fit_class_head(ref_features, ref_labels, 4), "x")
+    rng, centres, ref = _reference(seed=4, per_class=30)
     labels = np.repeat(np.arange(4), 10)
     parts = [_features(rng, labels, centres).astype(np.float32) for _ in range(3)]  # saved as float32
     for i, part in enumerate(parts):
