@@ -62,16 +62,28 @@ def load_rows(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
-def pooled(names: list[str], rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str) -> dict | None:
-    """Scores of the named rows' samples together (generation.pooled_score), or None without their features."""
+def pooled(names: list[str], rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str,
+           image_size: int) -> dict | None:
+    """Scores of the named rows' samples together (generation.pooled_score); None for a single row. The interval
+    is over samples only: the spread between training seeds is the per-seed t-interval's."""
     from srdd_scale.eval.generation import pooled_score, reference
 
-    paths = [features / f"{n}.npz" for n in names]
-    if len(names) < 2 or not all(p.is_file() for p in paths):
+    if len(names) < 2:
         return None
-    first = rows[names[0]]
-    ref = reference(first["reference"], first["reference_per_class"], 32, cache_dir)
-    return pooled_score(paths, ref, bootstrap, seed=0)
+    paths = [features / f"{n}.npz" for n in names]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"features of {missing} are missing: rerun those rows with --features-out")
+    for name, path in zip(names, paths):
+        with np.load(path, allow_pickle=False) as data:
+            if len(data["labels"]) != rows[name]["num_samples"]:
+                raise SystemExit(f"{path}: {len(data['labels'])} samples, but {name}.json scored "
+                                 f"{rows[name]['num_samples']}: stale features")
+    references = {(rows[n]["reference"], rows[n]["reference_per_class"]) for n in names}
+    if len(references) != 1:
+        raise SystemExit(f"{names} were scored against different references: {sorted(references)}")
+    folder, per_class = references.pop()
+    return pooled_score(paths, reference(folder, per_class, image_size, cache_dir), bootstrap, seed=0)
 
 
 def _save(fig, path: Path) -> str:
@@ -84,8 +96,9 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
-def table(rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str) -> tuple[str, list[dict]]:
-    lines = ["| row | seeds | FID ↓ pooled [95% CI] | FID per seed | IS ↑ pooled [95% CI] | IS per seed | "
+def table(rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str,
+          image_size: int) -> tuple[str, list[dict]]:
+    lines = ["| row | seeds | FID ↓ seeds pooled [95% CI] | FID per seed | IS ↑ seeds pooled [95% CI] | IS per seed | "
              "class acc ↑ pooled | held-out loss ↓ | train FLOPs | sampling GFLOPs/img | ms/img | paper's claim |",
              "|" + "---|" * 12]
     records = []
@@ -95,8 +108,8 @@ def table(rows: dict[str, dict], features: Path, bootstrap: int, cache_dir: str)
             continue
         found = [rows[n] for n in names]
         get = lambda key, found=found: [r[key] for r in found if r.get(key) is not None]  # noqa: E731
-        union = pooled(names, rows, features, bootstrap, cache_dir)
-        shown = union or found[0]  # one seed: its own interval
+        union = pooled(names, rows, features, bootstrap, cache_dir, image_size)
+        shown = union or found[0]  # one seed: its own samples and interval
 
         def cell(key: str, shown=shown) -> str:
             low, high = shown[f"{key}_ci95"]
@@ -191,11 +204,12 @@ def main() -> int:
     parser.add_argument("--grids", default="runs/repro/grids", help="run_eval.py's sample grids")
     parser.add_argument("--cache-dir", default="runs/eval_cache")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples of each pooled row")
+    parser.add_argument("--image-size", type=int, default=32, help="the tokenizer's image size (the reference key)")
     parser.add_argument("--out-dir", default="docs/images")
     parser.add_argument("--json", default="benchmarks/fashion_ablation/table.json")
     args = parser.parse_args()
     rows = load_rows(Path(args.results))
-    markdown, records = table(rows, Path(args.features), args.bootstrap, args.cache_dir)
+    markdown, records = table(rows, Path(args.features), args.bootstrap, args.cache_dir, args.image_size)
     diff_markdown, diff_records = differences(rows)
     print(markdown, "", diff_markdown, sep="\n")
     images = plots(rows, Path(args.runs), Path(args.grids), Path(args.out_dir))

@@ -39,18 +39,17 @@ class Job:
     inputs: list[Path] = dataclasses.field(default_factory=list)
 
 
-def point_dir(mask: str, seed: int) -> Path | None:
-    """The run folder of a finished sweep point, or None while it trains."""
-    points = list((RUNS / "points").glob(f"C*-d4-{mask}-s{seed}/result.json"))
-    if not points:
-        return None
-    runs = sorted((RUNS / "runs").glob(f"{points[0].parent.name}-*"))
-    return runs[0] if runs else None
-
-
 def point_result(mask: str, seed: int) -> Path:
-    found = list((RUNS / "points").glob(f"C*-d4-{mask}-s{seed}"))
+    """The sweep point's result.json (written when the point finishes); one budget per sweep folder."""
+    found = sorted((RUNS / "points").glob(f"C*-d4-{mask}-s{seed}"))
+    if len(found) > 1:
+        raise SystemExit(f"{RUNS}/points holds several budgets for {mask} s{seed}: {[p.name for p in found]}")
     return (found[0] if found else RUNS / "points" / f"missing-{mask}-s{seed}") / "result.json"
+
+
+def point_dir(mask: str, seed: int) -> Path:
+    """The run folder the finished sweep point recorded."""
+    return Path(json.loads(point_result(mask, seed).read_text())["run_dir"])
 
 
 def best_cfg(sweep_json: Path) -> str:
@@ -158,13 +157,17 @@ def main() -> int:
                 pending.remove(job)
             elif all(p.exists() for p in job.inputs):
                 pending.remove(job)
+                try:
+                    argv = job.argv()
+                except (OSError, ValueError, KeyError, IndexError) as error:  # an input it reads is not usable
+                    print(f"{time.strftime('%H:%M:%S')} FAILED {job.name}: {error}", flush=True)
+                    continue
                 print(f"{time.strftime('%H:%M:%S')} start {job.name}", flush=True)
                 with open(logs / f"{job.name}.log", "w") as log:
-                    running[job.name] = (subprocess.Popen(job.argv(), stdout=log, stderr=subprocess.STDOUT, env=env),
-                                         job)
+                    running[job.name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env), job)
         if not running and pending and not any(all(p.exists() for p in j.inputs) for j in pending):
-            if not any(point_dir(m, s) is None for m in MASKS for s in range(args.seeds)):
-                print("stuck: " + ", ".join(j.name for j in pending), flush=True)
+            if all(point_result(m, s).exists() for m in MASKS for s in range(args.seeds)):
+                print("stuck (an input failed): " + ", ".join(j.name for j in pending), flush=True)
                 return 1
         time.sleep(5)
     return 0

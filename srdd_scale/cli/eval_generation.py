@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -109,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid-out", help="also write a PNG of the first samples of every class")
     parser.add_argument("overrides", nargs="*", metavar="sampling.KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.cfg_sweep and (args.features_out or args.grid_out):
+        parser.error("--features-out and --grid-out keep one row's samples; --cfg-sweep scores several")
 
     import torch
 
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FID {record['fid']:.2f} {record['fid_ci95']}  IS {record['is']:.2f}  acc "
               f"{record['class_accuracy']:.3f}  {record['seconds_per_image'] * 1e3:.1f} ms/image  "
               f"{record['sampling_flops_per_image']:.3g} FLOPs/image")
-    if args.out:
+    if args.out:  # atomically: run_eval.py takes an existing row file as a finished row
+        from srdd_scale.data.mds import write_json
+
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.out, record)
     return 0

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [GENERATION]:  # the paper's protocol has its own option set: hand the rest over whole
         from srdd_scale.cli import eval_generation
 

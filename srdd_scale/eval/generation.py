@@ -133,6 +133,9 @@ class FrechetToReference:
         return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())  # negatives are rounding of zero modes
 
     def __call__(self, features: np.ndarray) -> float:
+        if features.ndim != 2 or features.shape[1] != self.reference.shape[1] or len(features) < 2:
+            raise ValueError(f"FID needs (N >= 2, {self.reference.shape[1]}) features like the reference, "
+                             f"got {features.shape}")
         mean = features.mean(axis=0)
         centred = features - mean
         if max(len(features), len(self.reference)) >= features.shape[1]:
@@ -172,7 +175,8 @@ def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray) ->
     """Write one row's Inception features and class labels (float32 .npz, no pickle) for pooling across seeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, features=features.astype(np.float32), labels=labels)
+    with open(path, "wb") as file:  # a file object: numpy would append .npz to any other suffix
+        np.savez(file, features=features.astype(np.float32), labels=labels)
 
 
 def pooled_score(paths: list[str | Path], ref: Reference, bootstrap: int, seed: int) -> dict:
@@ -196,7 +200,10 @@ def pooled_score(paths: list[str | Path], ref: Reference, bootstrap: int, seed: 
 
 def save_sample_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
                      per_class: int = 8) -> None:
-    """PNG of the first ``per_class`` samples of every class, one class per row, captioned with its name."""
+    """PNG of the first ``per_class`` samples of every class, one class per row, captioned with its name (as many
+    columns as the class with the fewest samples has, so that rows stay classes)."""
+    counts = [int((labels == c).sum()) for c in range(len(classes))]
+    per_class = min([per_class, *(n for n in counts if n)])
     chosen = [i for c in range(len(classes)) for i in np.flatnonzero(labels == c)[:per_class]]
     if not chosen:
         raise ValueError("save_sample_grid got no samples")

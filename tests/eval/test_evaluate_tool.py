@@ -59,8 +59,11 @@ def test_errors_name_what_is_missing(tmp_path, monkeypatch, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
     assert evaluate(["fid", "a", "a", "--inception", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
-    assert evaluate(["generation", "--checkpoint", "nowhere", "--reference", "ref"]) == 2
+    assert evaluate(("generation", "--checkpoint", "nowhere", "--reference", "ref")) == 2
     assert "nowhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(["generation", "--checkpoint", "c", "--reference", "r", "--cfg-sweep", "1,2", "--features-out", "f"])
+    assert exit_info.value.code == 2 and "--cfg-sweep scores several" in capsys.readouterr().err
     for argv, message in (([], "required: COMMAND"), (["val-loss", "data"], "required: --model")):
         with pytest.raises(SystemExit) as exit_info:
             evaluate(argv)

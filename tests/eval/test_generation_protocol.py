@@ -103,3 +103,5 @@ def test_frechet_to_reference_equals_fid_from_features(counts):
     to_reference = FrechetToReference(reference)
     for subset in (generated, generated[: len(generated) // 2 + 2]):
         assert to_reference(subset) == pytest.approx(fid_from_features(subset, reference), rel=1e-7)  # eigh vs sqrtm
+    with pytest.raises(ValueError, match=r"features like the reference, got \(5, 3\)"):
+        to_reference(generated[:5, :3])

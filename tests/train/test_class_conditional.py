@@ -6,8 +6,10 @@ from pathlib import Path
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from srdd_scale.data.classes import class_meta
 from srdd_scale.data.mds import META_FILE, open_writer, sample_record, tokenizer_meta, write_json
@@ -59,10 +61,15 @@ def test_two_ranks_train_a_class_conditional_model(train_assets, run_tmp):
     row = json.loads((run_tmp / "row.json").read_text())
     assert row["num_samples"] == 2 * NUM_CLASSES and row["num_reference"] == 4 * NUM_CLASSES and row["step"] == 8
     assert row["sampling"]["cfg_scale"] == 2 and row["sampling_flops_per_image"] > 0 and row["seconds_per_image"] > 0
-    assert 1.0 <= row["is"] <= NUM_CLASSES and row["fid_ci95"][0] <= row["fid"] <= row["fid_ci95"][1]
-    assert (run_tmp / "row.npz").is_file() and (run_tmp / "row.png").is_file()
+    assert 1.0 <= row["is"] <= NUM_CLASSES and row["fid"] > 0 and 0.0 <= row["class_accuracy"] <= 1.0
+    with np.load(run_tmp / "row.npz", allow_pickle=False) as saved:
+        assert saved["features"].shape == (2 * NUM_CLASSES, 2048)
+        assert saved["labels"].tolist() == [c for c in range(NUM_CLASSES) for _ in range(2)]  # class-major
+    assert Image.open(run_tmp / "row.png").size[1] > Image.open(run_tmp / "row.png").size[0]  # a class per row
     assert evaluate(["generation", *common, "--cfg-sweep", "0,1.5", "--out", str(run_tmp / "sweep.json")]) == 0
-    assert json.loads((run_tmp / "sweep.json").read_text())["best_cfg"] in (0.0, 1.5)
+    sweep = json.loads((run_tmp / "sweep.json").read_text())
+    assert [r["cfg_scale"] for r in sweep["cfg_sweep"]] == [0.0, 1.5]
+    assert sweep["best_cfg"] == min(sweep["cfg_sweep"], key=lambda r: r["fid"])["cfg_scale"]
 
     too_few = [o for o in overrides if not o.startswith("model.num_classes=")] + ["model.num_classes=2"]
     ranks = Ranks(too_few + ["logging.output_dir=" + str(run_tmp / "out2")], run_tmp, world=1)
