@@ -69,14 +69,14 @@ def sampling_config(overrides: list[str], **fields):
     return cfg
 
 
-def evaluate_row(model, tokenizer, run_cfg, cfg, ref, per_class: int, seed: int, bootstrap: int,
+def evaluate_row(model, tokenizer, run_cfg, cfg, ref, inception, per_class: int, seed: int, bootstrap: int,
                  features_out: str | None = None, grid_out: str | None = None) -> dict:
-    from srdd_scale.eval.fid import inception_features, load_inception
+    from srdd_scale.eval.fid import inception_features
     from srdd_scale.eval.generation import (generate_balanced, sampling_flops_per_image, save_features,
                                             save_sample_grid, score)
 
     images, labels, latency = generate_balanced(model, tokenizer, run_cfg.model.num_classes, per_class, cfg, seed)
-    features = inception_features(list(images), load_inception())
+    features = inception_features(list(images), inception)
     if features_out:
         save_features(features_out, features, labels)
     if grid_out:
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from srdd_scale.eval.fid import load_inception
     from srdd_scale.eval.generation import reference
 
     if args.threads:
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer, run_cfg, step, run_dir = load_checkpoint_model(args.checkpoint)
         if run_cfg.model.num_classes <= 0:
             raise ConfigError(f"{args.checkpoint}: model.num_classes=0; this protocol samples class-balanced sets")
-        ref = reference(args.reference, args.reference_per_class, tokenizer.image_size, args.cache_dir)
+        inception = load_inception()  # loaded (and frozen) once for the reference and every scored row
+        ref = reference(args.reference, args.reference_per_class, tokenizer.image_size, args.cache_dir, inception)
         base = sampling_config(args.overrides)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -138,15 +140,15 @@ def main(argv: list[str] | None = None) -> int:
               "reference_per_class": args.reference_per_class}
     if args.cfg_sweep:
         scales = [float(s) for s in args.cfg_sweep.split(",")]
-        rows = [evaluate_row(model, tokenizer, run_cfg, dataclasses.replace(base, cfg_scale=s), ref, args.per_class,
-                             args.seed, args.bootstrap) for s in scales]
+        rows = [evaluate_row(model, tokenizer, run_cfg, dataclasses.replace(base, cfg_scale=s), ref, inception,
+                             args.per_class, args.seed, args.bootstrap) for s in scales]
         best = min(range(len(rows)), key=lambda i: rows[i]["fid"])
         record.update(cfg_sweep=[{"cfg_scale": s, **r} for s, r in zip(scales, rows)], best_cfg=scales[best])
         print(" ".join(f"cfg={s:g}: FID {r['fid']:.2f} IS {r['is']:.2f}" for s, r in zip(scales, rows)))
         print(f"best cfg_scale={scales[best]:g}")
     else:
-        record.update(evaluate_row(model, tokenizer, run_cfg, base, ref, args.per_class, args.seed, args.bootstrap,
-                                   args.features_out, args.grid_out))
+        record.update(evaluate_row(model, tokenizer, run_cfg, base, ref, inception, args.per_class, args.seed,
+                                   args.bootstrap, args.features_out, args.grid_out))
         print(f"FID {record['fid']:.2f} {record['fid_ci95']}  IS {record['is']:.2f}  acc "
               f"{record['class_accuracy']:.3f}  {record['seconds_per_image'] * 1e3:.1f} ms/image  "
               f"{record['sampling_flops_per_image']:.3g} FLOPs/image")
