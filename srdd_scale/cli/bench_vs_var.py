@@ -240,6 +240,33 @@ def _vqvae_fn(case: Case, impl: str, device, dtype, patch_nums, tiny, var_root, 
     return build, step
 
 
+def _total_mib(setup: PeakMemory, running: PeakMemory) -> float | None:
+    """Peak growth over both windows, from setup's starting point (each window resets the peak it reads)."""
+    if setup.mib is None or running.mib is None:
+        return None
+    return max(setup.mib, (running.base - setup.base) / 2**20 + running.mib)
+
+
+def flop_bound(case: Case, impl: str, patch_nums: tuple[int, ...]) -> float | None:
+    """VAR's executed FLOPs over ours for a model case: the speed-up equal kernel efficiency would give, i.e.
+    the most the mask can buy when the dense matmuls are the same. VAR's training forward runs one masked
+    kernel over all L^2 pairs, and its KV-cached sampler the block-causal pairs; ours runs only the pairs its
+    mask allows (one unmasked call per scale, masks.key_windows). CFG doubles both sides alike. None for
+    the VQ-VAE cases (same convolutions on both sides)."""
+    from srdd_scale.model import ModelConfig  # noqa: PLC0415
+    from srdd_scale.model.flops import flops_per_image  # noqa: PLC0415
+    from srdd_scale.model.masks import attention_pairs  # noqa: PLC0415
+
+    if case.kind not in ("train", "sample") or impl == "var":
+        return None
+    training = case.kind == "train"
+    var_pairs = sum(p * p for p in patch_nums) ** 2 if training else attention_pairs(patch_nums, "block_causal")
+    var_cfg = ModelConfig(depth=case.depth, cross_attn=False, num_classes=NUM_CLASSES, scale_cond=False)
+    ours_cfg = ModelConfig(depth=case.depth, mask=impl, cross_attn=False, num_classes=NUM_CLASSES)
+    var = flops_per_image(var_cfg, patch_nums, "block_causal", 0, training, pairs=var_pairs)
+    return var / flops_per_image(ours_cfg, patch_nums, impl, 0, training)
+
+
 def run_case(case: str, impl: str, device: str | torch.device = "cpu", dtype: str = "fp32", *,
              var_root: str | Path | None = None, tiny: bool = False, steps: int = 1, warmup: int | None = None,
              attention_impl: str | None = None) -> dict:
@@ -258,18 +285,20 @@ def run_case(case: str, impl: str, device: str | torch.device = "cpu", dtype: st
     make = {"train": _train_step_fn, "sample": _sample_fn}.get(spec.kind, _vqvae_fn)
     build, step = make(spec, impl, device, dtype, patch_nums, tiny, var_root, attention_impl)
     load = os.getloadavg()[0]
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) as setup:
         build()
         for _ in range(warmup):
             step()
         _sync(device)
+    with PeakMemory(device) as running:
         start = time.perf_counter()
         for _ in range(steps):
             step()
         _sync(device)
         seconds = (time.perf_counter() - start) / steps
     return {"case": case, "impl": impl, "device": str(device), "dtype": dtype, "depth": depth,
-            "batch": spec.batch, "seconds": seconds, "peak_mib": memory.mib, "threads": torch.get_num_threads(),
+            "batch": spec.batch, "seconds": seconds, "peak_mib": _total_mib(setup, running), "run_mib": running.mib,
+            "threads": torch.get_num_threads(), "flop_bound": flop_bound(spec, impl, patch_nums),
             "load_average_1m": load, "tiny": tiny}
 
 
@@ -315,14 +344,15 @@ def _run_in_subprocess(args: argparse.Namespace, case: str, impl: str) -> dict:
 
 
 def best_of(runs: list[dict]) -> dict[tuple[str, str], dict]:
-    """Per (case, impl): the fastest run's record, with the lowest memory figure of all its runs."""
+    """Per (case, impl): the fastest run's record, with the lowest memory figures of all its runs."""
     best: dict[tuple[str, str], dict] = {}
     for run in runs:
         key = (run["case"], run["impl"])
         if key not in best or run["seconds"] < best[key]["seconds"]:
-            mems = [r["peak_mib"] for r in runs if (r["case"], r["impl"]) == key and r["peak_mib"] is not None]
-            best[key] = {**run, "peak_mib": min(mems) if mems else None,
-                         "rounds_s": [r["seconds"] for r in runs if (r["case"], r["impl"]) == key]}
+            same = [r for r in runs if (r["case"], r["impl"]) == key]
+            lowest = {field: min((r[field] for r in same if r.get(field) is not None), default=None)
+                      for field in ("peak_mib", "run_mib")}
+            best[key] = {**run, **lowest, "rounds_s": [r["seconds"] for r in same]}
     return best
 
 
@@ -330,12 +360,16 @@ def _ratio(num: float | None, den: float | None) -> str:
     return "-" if not num or not den else f"{num / den:.2f}x"
 
 
+def _mib(record: dict) -> str:
+    return " / ".join("-" if record.get(f) is None else f"{record[f]:.0f}" for f in ("peak_mib", "run_mib"))
+
+
 def render_table(best: dict[tuple[str, str], dict], header: str) -> str:
-    """Markdown: per case, VAR's time and memory growth and ours with ratios (speed-up = VAR s / ours s;
-    memory = ours / VAR)."""
+    """Markdown: per case, VAR's time and memory growth and ours with ratios (speed-up = VAR s / ours s, beside
+    the FLOP bound; memory = ours / VAR, total (build + run) / timed steps only)."""
     lines = [header, "",
-             "| case | VAR s | markovian s (speed-up) | block_causal s (speed-up) | VAR MiB | markovian MiB (ratio) "
-             "| block_causal MiB (ratio) | load 1m |",
+             "| case | VAR s | markovian s (speed-up; FLOP bound) | block_causal s (speed-up; FLOP bound) "
+             "| VAR MiB total / steps | markovian MiB (ratios) | block_causal MiB (ratios) | load 1m |",
              "|---|---|---|---|---|---|---|---|"]
     for name, spec in CASES.items():
         var = best.get((name, "var"))
@@ -346,11 +380,12 @@ def render_table(best: dict[tuple[str, str], dict], header: str) -> str:
             ours = ours + [None]
         cells = [name, f"{var['seconds']:.3g}"]
         for r in ours:
-            cells.append("-" if r is None else f"{r['seconds']:.3g} ({_ratio(var['seconds'], r['seconds'])})")
-        cells.append("-" if var["peak_mib"] is None else f"{var['peak_mib']:.0f}")
+            bound = "" if r is None or r.get("flop_bound") is None else f"; {r['flop_bound']:.2f}x"
+            cells.append("-" if r is None else f"{r['seconds']:.3g} ({_ratio(var['seconds'], r['seconds'])}{bound})")
+        cells.append(_mib(var))
         for r in ours:
-            cells.append("-" if r is None or r["peak_mib"] is None
-                         else f"{r['peak_mib']:.0f} ({_ratio(r['peak_mib'], var['peak_mib'])})")
+            cells.append("-" if r is None else f"{_mib(r)} ({_ratio(r.get('peak_mib'), var.get('peak_mib'))} / "
+                                               f"{_ratio(r.get('run_mib'), var.get('run_mib'))})")
         loads = [var["load_average_1m"]] + [r["load_average_1m"] for r in ours if r is not None]
         cells.append(f"{min(loads):.1f}-{max(loads):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -382,8 +417,9 @@ def write_results(args: argparse.Namespace, runs: list[dict], rounds_done: int, 
               f"({machine['cpu_count']} cores, {machine['platform']}), commit `{str(prov['git_commit'])[:12]}`"
               f"{' + uncommitted changes' if prov['git_dirty'] else ''}, VAR `{str(var_commit)[:12]}`, "
               f"torch {torch.__version__}; best of {rounds_done} alternating round(s), {args.steps} timed step(s) per "
-              f"process; random weights of identical shapes; speed-up = VAR s / ours s, memory ratio = ours / VAR; "
-              f"load = 1-min load average at the start of each process)")
+              f"process; random weights of identical shapes; speed-up = VAR s / ours s; FLOP bound = VAR's executed "
+              f"FLOPs / ours (the speed-up at equal kernel efficiency); memory = peak RSS growth over build + run "
+              f"/ over the timed steps only, ratio = ours / VAR; load = 1-min load average at each process start)")
     table = render_table(best, header)
     write_report({"settings": {k: v for k, v in vars(args).items() if k != "job"}, "var_commit": var_commit,
                   "rounds_done": rounds_done, "runs": runs, "best": list(best.values())}, "bench_vs_var", out,
@@ -414,8 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         for case, impl in (jobs if round_index % 2 == 0 else jobs[::-1]):
             run = _run_in_subprocess(args, case, impl)
             runs.append({**run, "round": round_index})
-            mem = "-" if run["peak_mib"] is None else f"{run['peak_mib']:.0f}"
-            print(f"round {round_index} {case:<15} {impl:<13} {run['seconds']:8.3f} s  {mem:>6} MiB  "
+            print(f"round {round_index} {case:<15} {impl:<13} {run['seconds']:8.3f} s  {_mib(run):>11} MiB  "
                   f"load {run['load_average_1m']:.1f}", flush=True)
             write_results(args, runs, rounds_done=round_index + 1, out=out)
     doc_note = f" and the '{args.label}' table of {args.doc}" if args.doc else ""

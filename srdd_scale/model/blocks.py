@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -18,15 +19,17 @@ class AttnLayout:
 
     sizes: token counts per scale (full forward) or None (one scale at sampling time, with or without KV
     cache: plain attention over the given keys).
-    mask: BoolTensor[L, L] for markovian_prev / block_causal on the SDPA paths; None with `sizes` set is the
-    block-diagonal markovian mask, run as one unmasked SDPA call per scale (no mask tensor, no L x L scores).
-    block_mask: FlexAttention's BlockMask of any of the three masks (impl "flex"); replaces `mask`/per-scale calls.
+    windows: masks.key_windows of the mask (SDPA path): one unmasked attention call per scale over the keys it
+    may see, no mask tensor and no scores outside the mask.
+    mask: BoolTensor[L, L] of the mask for the dense reference path (impl "math": one masked call over all keys).
+    block_mask: FlexAttention's BlockMask of any of the three masks (impl "flex"); replaces `windows`/`mask`.
     impl: resolved attention path, "math" (SDPA's math backend), "sdpa" (torch picks the kernel) or "flex".
     per_scale_cond: the AdaLN condition has one row per scale ([B, K, C], applied to each scale's tokens)
     rather than one broadcast row ([B, 1, C]).
     """
 
     sizes: Optional[tuple[int, ...]] = None
+    windows: Optional[tuple[tuple[int, int, int], ...]] = None
     mask: Optional[torch.Tensor] = None
     block_mask: Optional[BlockMask] = None
     impl: str = "sdpa"
@@ -95,6 +98,16 @@ def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     return torch.cat([xs * (1 + scale[:, k : k + 1]) + shift[:, k : k + 1] for k, xs in enumerate(parts)], dim=1)
 
 
+def norm_modulate(norm: nn.Module, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                  sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
+    """modulate(norm(x), ...) recomputed in backward rather than keeping norm(x) (one [B, L, C] tensor per call):
+    the LayerNorm and the AdaLN product are elementwise, cheap to redo, and x is kept for LayerNorm anyway.
+    Without autograd (sampling) it is the plain call."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return modulate(norm(x), scale, shift, sizes)
+    return checkpoint(lambda t, s, b: modulate(norm(t), s, b, sizes), x, scale, shift, use_reentrant=False)
+
+
 def gate(h: torch.Tensor, gamma: torch.Tensor, sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
     """h * gamma with gamma [B, 1, C] or one row per scale [B, K, C] (see modulate)."""
     if sizes is None:
@@ -154,12 +167,10 @@ class SelfAttention(_QKNormAttention):
             k, v = kv.extend(k, v)
         if layout.block_mask is not None:
             out = flex(q, k, v, layout.block_mask)
-        elif layout.sizes is not None and layout.mask is None:
-            # Block-diagonal (markovian): scales are independent sequences, no mask tensor needed.
-            sizes = layout.sizes
-            outs = [attention(qs, ks, vs, None, layout.impl)
-                    for qs, ks, vs in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))]
-            out = torch.cat(outs, dim=2)
+        elif layout.windows is not None:
+            # One unmasked call per scale over the keys its mask allows (markovian: its own scale only).
+            out = torch.cat([attention(q[:, :, begin:end], k[:, :, first:end], v[:, :, first:end], None, layout.impl)
+                             for begin, end, first in layout.windows], dim=2)
         else:
             out = attention(q, k, v, layout.mask, layout.impl)
         return self._merge(out)
@@ -189,6 +200,42 @@ class CrossAttention(_QKNormAttention):
         return self._merge(out)
 
 
+def _compute_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a linear layer in here (the weight's without autocast)."""
+    device = h.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+class GeluLinear(torch.autograd.Function):
+    """fc2(gelu(h)) that keeps only h for backward and recomputes the GELU there (selective recompute).
+
+    Autograd would keep both h (for GELU's backward) and gelu(h) (for fc2's weight gradient): two [B, L, 4C]
+    tensors, the largest activations of a block. Recomputing one elementwise GELU in backward drops one of
+    them (docs/benchmarks.md, VAR section). Same ops and dtypes as the autograd path: under autocast the
+    matmuls run in the autocast dtype and the weight/bias gradients come back in the parameters' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        dtype = _compute_dtype(h, weight)
+        ctx.save_for_backward(h, weight, bias)
+        ctx.dtype = dtype
+        with torch.autocast(h.device.type, enabled=False):
+            return F.linear(F.gelu(h, approximate="tanh").to(dtype), weight.to(dtype), bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        h, weight, bias = ctx.saved_tensors
+        with torch.autocast(h.device.type, enabled=False):
+            act = F.gelu(h, approximate="tanh").to(ctx.dtype)
+            grad_2d = grad_out.reshape(-1, grad_out.shape[-1]).to(ctx.dtype)
+            grad_weight = grad_2d.t().mm(act.reshape(-1, act.shape[-1])).to(weight.dtype)
+            grad_bias = grad_2d.sum(0).to(bias.dtype)
+            grad_act = grad_out.to(ctx.dtype).matmul(weight.to(ctx.dtype)).to(h.dtype)
+            grad_h = torch.ops.aten.gelu_backward(grad_act, h, approximate="tanh")
+        return grad_h, grad_weight, grad_bias
+
+
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -196,7 +243,10 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        h = self.fc1(x)
+        if torch.is_grad_enabled() and h.requires_grad:
+            return GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
+        return self.fc2(F.gelu(h, approximate="tanh"))
 
 
 def _ada_params(ada_lin: nn.Module, cond: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
@@ -229,12 +279,12 @@ class SRDDBlock(nn.Module):
     ) -> torch.Tensor:
         gamma1, gamma2, scale1, scale2, shift1, shift2 = _ada_params(self.ada_lin, cond, 6)
         sizes = layout.cond_sizes
-        h = self.attn(modulate(self.norm(x), scale1, shift1, sizes), layout, kv)
+        h = self.attn(norm_modulate(self.norm, x, scale1, shift1, sizes), layout, kv)
         x = x + drop_path(gate(h, gamma1, sizes), self.drop_path_rate, self.training)
         if self.cross_attn is not None:
             h = self.cross_attn(self.cross_norm(x), ctx, ctx_valid, kv, layout.impl)
             x = x + drop_path(h, self.drop_path_rate, self.training)
-        h = self.ffn(modulate(self.norm(x), scale2, shift2, sizes))
+        h = self.ffn(norm_modulate(self.norm, x, scale2, shift2, sizes))
         return x + drop_path(gate(h, gamma2, sizes), self.drop_path_rate, self.training)
 
 
@@ -250,4 +300,4 @@ class AdaLNHead(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
         """Logits; cond [B, 1, C] or one row per scale [B, K, C] with `sizes` its token counts (see modulate)."""
         scale, shift = _ada_params(self.ada_lin, cond, 2)
-        return self.out(modulate(self.norm(x), scale, shift, sizes))
+        return self.out(norm_modulate(self.norm, x, scale, shift, sizes))

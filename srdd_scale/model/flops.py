@@ -54,6 +54,7 @@ def flops_per_image(
     vocab_size: int = 4096,
     latent_dim: int = 32,
     text_dim: int | None = None,
+    pairs: int | None = None,
 ) -> float:
     """Model FLOPs for one image: forward (x1) or forward+backward (x3), 2 FLOPs per multiply-add.
 
@@ -62,13 +63,14 @@ def flops_per_image(
     cache (block_causal) or per-scale calls (markovian) does the same pairs as the masked training forward.
     Cross-attention counts every image token against text_len tokens plus the learned null token. The
     frozen text encoder is not counted; its projection into the model is (text_dim defaults to the width).
+    `pairs` overrides the pairs per layer with those a kernel executes (e.g. L^2 for a dense masked kernel).
     """
     cfg.validate()
     dim, depth = cfg.embed_dim, cfg.depth
     hidden = round(dim * cfg.mlp_ratio)
     seq_len = sum(p * p for p in patch_nums)
     ada_rows = len(patch_nums) if cfg.scale_cond else 1
-    pairs = attention_pairs(tuple(patch_nums), mask_mode)
+    pairs = attention_pairs(tuple(patch_nums), mask_mode) if pairs is None else pairs
 
     per_block = seq_len * (4 * dim * dim + 2 * dim * hidden) + 2 * pairs * dim + ada_rows * 6 * dim * dim
     macs = depth * per_block

@@ -19,7 +19,7 @@ from torch import nn
 
 from .blocks import AdaLNHead, AttnLayout, LayerKV, SRDDBlock
 from .config import ConfigError, ModelConfig  # ConfigError: srdd_scale's, or config.py's stand-in
-from .masks import attention_allowed, flex_block_mask, history_scales, scale_index
+from .masks import attention_allowed, flex_block_mask, history_scales, key_windows, scale_index
 
 # Parameter-name prefixes of each group reported by parameter_counts (flops.py mirrors these analytically).
 TEXT_PREFIXES = ("text_norm.", "text_proj.", "text_pool.", "null_text_token")
@@ -111,6 +111,7 @@ class SRDDTransformer(nn.Module):
         self.head = AdaLNHead(dim, vocab_size)
 
         self.scale_sizes = tuple(p * p for p in self.patch_nums)
+        self.key_windows = key_windows(self.patch_nums, self.mask_mode)
         self._block_masks: dict[str, object] = {}  # FlexAttention block mask per device (attention_impl flex)
         self._compiled_blocks: Optional[list] = None  # torch.compile'd blocks (model.compile), built lazily
         self.register_buffer("token_scale", None, persistent=False)
@@ -129,8 +130,7 @@ class SRDDTransformer(nn.Module):
         device = self.pos_embed.device
         move = (lambda t: t) if device.type == "meta" else (lambda t: t.to(device))
         self.token_scale = move(scale_index(self.patch_nums))
-        mask = None if self.mask_mode == "markovian" else attention_allowed(self.patch_nums, self.mask_mode)
-        self.attn_allowed = None if mask is None else move(mask)
+        self.attn_allowed = move(attention_allowed(self.patch_nums, self.mask_mode))
 
     @torch.no_grad()
     def initial_parameter(self, name: str) -> torch.Tensor:
@@ -269,8 +269,10 @@ class SRDDTransformer(nn.Module):
             if key not in self._block_masks:
                 self._block_masks[key] = flex_block_mask(self.patch_nums, self.mask_mode, device)
             layout.block_mask = self._block_masks[key]
-        elif self.mask_mode != "markovian":
+        elif impl == "math":
             layout.mask = self.attn_allowed
+        else:
+            layout.windows = self.key_windows
         if self._compiled_blocks is None and compile_enabled(self.cfg.compile, device):
             # Regional: one compiled graph per block (they share code, so one compile serves all), kept out of
             # the module tree so state_dict keys do not change.

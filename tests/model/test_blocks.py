@@ -27,3 +27,47 @@ def test_attention_gradients_match_reference():
     expected = torch.autograd.grad(_reference(*leaves).square().sum(), leaves)
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want)
+
+
+def _feedforward_reference(ffn, x):
+    return ffn.fc2(torch.nn.functional.gelu(ffn.fc1(x), approximate="tanh"))
+
+
+def test_feedforward_recompute_matches_autograd_in_values_and_gradients():
+    """GeluLinear (the GELU recomputed in backward) against plain autograd: output, input and every parameter
+    gradient, in fp32 and under bf16 autocast (the training dtype)."""
+    from srdd_scale.model.blocks import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 64)
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    for autocast, tol in ((False, {}), (True, {"rtol": 2e-2, "atol": 2e-2})):
+        results = []
+        for forward in (ffn, lambda t: _feedforward_reference(ffn, t)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = forward(x)
+            grads = torch.autograd.grad(out.float().square().sum(), [x, *ffn.parameters()])
+            results.append((out, grads))
+        (out, grads), (want_out, want_grads) = results
+        assert out.dtype == want_out.dtype
+        torch.testing.assert_close(out, want_out, **tol)
+        for got, want in zip(grads, want_grads):
+            assert got.dtype == want.dtype
+            torch.testing.assert_close(got, want, **tol)
+
+
+def test_feedforward_keeps_one_hidden_activation_for_backward():
+    """The memory the recompute buys: of the [.., 4C] hidden tensors only the pre-GELU one is saved."""
+    from srdd_scale.model.blocks import FeedForward
+
+    ffn = FeedForward(8, 32)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+
+    def hidden_saved(forward) -> int:
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            forward(x)
+        return len({t.untyped_storage().data_ptr() for t in saved if t.numel() == 3 * 5 * 32})
+
+    assert hidden_saved(ffn) == 1
+    assert hidden_saved(lambda t: _feedforward_reference(ffn, t)) == 2

@@ -4,7 +4,7 @@ import torch
 
 from srdd_scale.config import ConfigError
 from srdd_scale.model import ModelConfig, build_model
-from srdd_scale.model.masks import attention_allowed, attention_pairs
+from srdd_scale.model.masks import attention_allowed, attention_pairs, key_windows
 
 from .conftest import LATENT, PATCH_NUMS, SEQ_LEN, TEXT_DIM, VOCAB, tiny_model
 
@@ -26,6 +26,17 @@ def test_attention_pairs_match_srdd_method_table():
     assert attention_pairs(distilled, "markovian") == 98_900
     for mode in MODES:
         assert attention_pairs(var, mode) == int(attention_allowed(var, mode).sum())
+
+
+@pytest.mark.parametrize("mode", ["markovian", "markovian_prev", "block_causal"])
+def test_key_windows_cover_exactly_the_allowed_pairs(mode):
+    """The SDPA path's per-scale key runs, laid back into an L x L grid, are the mask itself."""
+    var = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    allowed = attention_allowed(var, mode)
+    covered = torch.zeros_like(allowed)
+    for begin, end, first in key_windows(var, mode):
+        covered[begin:end, first:end] = True
+    assert torch.equal(covered, allowed)
 
 
 def test_same_weights_work_under_every_mask():
