@@ -27,8 +27,8 @@ ROWS = [  # (label, file pattern with {s} for the seed, paper's claim)
     ("SDD + tuned CFG", "markovian-s{s}-cfg", "best row"),
     ("VAR + tuned CFG", "block_causal-s{s}-cfg", "(not in the paper)"),
     ("markovian_prev", "markovian_prev-s{s}", "(not in the paper)"),
-    ("distilled student 1-2-4-8 (teacher KL)", "student-distill", "close to SDD at fewer steps"),
-    ("fine-tuned student 1-2-4-8 (CE only)", "student-finetune", "(today's recipe)"),
+    ("distilled student 1-2-4-8 (teacher KL)", "student-distill-s{s}", "close to SDD at fewer steps"),
+    ("fine-tuned student 1-2-4-8 (CE only)", "student-finetune-s{s}", "(today's recipe)"),
 ]
 PAIRS = [  # (row, minus row): per-seed differences
     ("markovian-s{s}", "block_causal-s{s}", "SDD - VAR"),
@@ -38,6 +38,8 @@ PAIRS = [  # (row, minus row): per-seed differences
     ("block_causal-s{s}-cfg", "block_causal-s{s}", "tuned CFG - VAR (CFG 1.5)"),
     ("markovian-s{s}-cfg", "block_causal-s{s}-cfg", "SDD + tuned CFG - VAR + tuned CFG"),
     ("markovian_prev-s{s}", "markovian-s{s}", "markovian_prev - SDD"),
+    ("student-distill-s{s}", "student-finetune-s{s}", "distilled student - fine-tuned student"),
+    ("student-distill-s{s}", "markovian-s{s}", "distilled student (4 scales) - its teacher SDD (6 scales)"),
 ]
 MASKS = ("markovian", "block_causal", "markovian_prev")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # two-sided 95% t quantiles by degrees of freedom

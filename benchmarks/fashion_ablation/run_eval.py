@@ -25,7 +25,6 @@ TEST, VALIDATION = "data/fashion_mnist/test", "data/fashion_mnist/train"  # no v
 FEATURES = Path("runs/repro/features")
 GRIDS = Path("runs/repro/grids")
 STUDENTS = Path("runs/repro/students")
-TEACHER = "runs/repro/export_sdd_s0"
 MR = ["sampling.resample=mask", "sampling.mr_steps=3", "sampling.p_resample=0.02"]
 SR = ["sampling.resample=simple", "sampling.sr_steps=1"]
 MASKS = ("markovian", "block_causal", "markovian_prev")
@@ -50,6 +49,11 @@ def point_result(mask: str, seed: int) -> Path:
 def point_dir(mask: str, seed: int) -> Path:
     """The run folder the finished sweep point recorded."""
     return Path(json.loads(point_result(mask, seed).read_text())["run_dir"])
+
+
+def teacher(seed: int) -> Path:
+    """The HF export of seed's SDD (markovian) point: the students' initialisation and distillation teacher."""
+    return Path(f"runs/repro/export_sdd_s{seed}")
 
 
 def best_cfg(sweep_json: Path) -> str:
@@ -79,16 +83,25 @@ def jobs(args) -> list[Job]:
             "--bootstrap", "0", "--cfg-sweep", args.cfg_values, "--out", str(out / f"{name}.json")],
             [point_result(mask, seed), out / ".reference-validation"])
 
-    def student(kind: str) -> Job:
-        extra = [] if kind == "distill" else ["train.distill_weight=0", "train.distill_from="]
-        return Job(f"train-{kind}", STUDENTS / f"{kind}.done", lambda: [
-            "bash", "-c", f"torchrun --nproc_per_node=1 --master_port={29700 + len(kind)} tools/train.py "
-            f"configs/experiments/fashion_32_distill.yaml configs/train/ddp.yaml {' '.join(extra)} "
-            f"logging.output_dir={STUDENTS} logging.run_name={kind} && touch {STUDENTS / (kind + '.done')}"],
-            [Path(TEACHER) / "config.json"])
+    def export_teacher(seed: int) -> Job:
+        return Job(f"export-teacher-s{seed}", teacher(seed) / "config.json", lambda: [
+            sys.executable, "tools/export_hf.py", str(point_dir("markovian", seed)), str(teacher(seed))],
+            [point_result("markovian", seed)])
 
-    def student_dir(kind: str) -> str:
-        return str(sorted(STUDENTS.glob(f"{kind}-*"))[0])
+    def student(kind: str, seed: int) -> Job:
+        """A student of seed's SDD teacher, trained with that seed (distill: teacher KL; finetune: CE only)."""
+        name = f"{kind}-s{seed}"
+        extra = [f"train.distill_from={teacher(seed)}"] if kind == "distill" else [
+            "train.distill_weight=0", "train.distill_from="]
+        return Job(f"train-{name}", STUDENTS / f"{name}.done", lambda: [
+            "bash", "-c", f"torchrun --nproc_per_node=1 --master_port={29700 + 10 * seed + len(kind)} "
+            f"tools/train.py configs/experiments/fashion_32_distill.yaml configs/train/ddp.yaml "
+            f"train.init_from={teacher(seed)} train.seed={seed} {' '.join(extra)} "
+            f"logging.output_dir={STUDENTS} logging.run_name={name} && touch {STUDENTS / (name + '.done')}"],
+            [teacher(seed) / "config.json"])
+
+    def student_dir(name: str) -> str:
+        return str(sorted(STUDENTS.glob(f"{name}-*"))[0])
 
     seeds = range(args.seeds)
     queue = [Job("reference-test", out / ".reference-test", lambda: [
@@ -102,9 +115,7 @@ def jobs(args) -> list[Job]:
     ready = [out / ".reference-test"]
     for seed in seeds:
         queue += [row(f"{mask}-s{seed}", mask, seed, inputs=ready) for mask in MASKS]
-    queue.append(Job("export-teacher", Path(TEACHER) / "config.json", lambda: [
-        sys.executable, "tools/export_hf.py", str(point_dir("markovian", 0)), TEACHER], [point_result("markovian", 0)]))
-    queue += [student("distill"), student("finetune")]
+    queue += [export_teacher(0), student("distill", 0), student("finetune", 0)]
     for seed in seeds:
         queue += [row(f"markovian-s{seed}-mr", "markovian", seed, lambda: MR, ready),
                   row(f"markovian-s{seed}-sr", "markovian", seed, lambda: SR, ready)]
@@ -113,9 +124,13 @@ def jobs(args) -> list[Job]:
             sweep = cfg_sweep(mask, seed)
             queue += [sweep, row(f"{mask}-s{seed}-cfg", mask, seed, lambda s=sweep.output: [best_cfg(s)],
                                  [*ready, sweep.output])]
-    for kind in ("distill", "finetune"):
-        queue.append(row(f"student-{kind}", "markovian", 0, inputs=[*ready, STUDENTS / f"{kind}.done"],
-                         checkpoint=lambda k=kind: student_dir(k)))
+    for seed in seeds:
+        if seed:
+            queue += [export_teacher(seed), student("distill", seed), student("finetune", seed)]
+        for kind in ("distill", "finetune"):
+            name = f"{kind}-s{seed}"
+            queue.append(row(f"student-{name}", "markovian", seed, inputs=[*ready, STUDENTS / f"{name}.done"],
+                             checkpoint=lambda n=name: student_dir(n)))
     for mask in MASKS:  # FID vs training FLOPs: seed 0's checkpoints at a quarter, half, three quarters and the end
         for step in args.curve_steps.split(","):
             queue.append(row(f"curve-{mask}-s0-{step}", mask, 0, inputs=ready, per_class=args.curve_per_class,
