@@ -21,7 +21,7 @@ from PIL import Image
 from srdd_scale.data.config import DataConfig
 from srdd_scale.data.preprocess import image_to_uint8
 from srdd_scale.data.sources import class_names, iter_refs, list_inputs
-from srdd_scale.eval.fid import default_inception_path, inception_features, load_inception
+from srdd_scale.eval.fid import FrechetToReference, default_inception_path, inception_features, load_inception
 from srdd_scale.eval.grid import captioned_grid
 from srdd_scale.eval.inception_score import ClassHead, fit_class_head, inception_score
 from srdd_scale.model.config import SamplingConfig
@@ -105,46 +105,6 @@ def sampling_flops_per_image(model_cfg, patch_nums: tuple[int, ...], vocab_size:
     tokens = sum(p * p for p in patch_nums)
     extra = cfg.sr_steps * (tokens - patch_nums[0] ** 2) / tokens if cfg.resample == "simple" else 0.0
     return forward * (2 if cfg.cfg_scale > 0 else 1) * (1 + extra)
-
-
-class FrechetToReference:
-    """FID of many sample sets against one fixed reference, for bootstrapping; equals ``fid.fid_from_features``.
-
-    The reference is centred once. With fewer samples than feature dimensions nothing D x D is formed (the N x M
-    cross-covariance route of ``fid.fid_from_features``). With more, the reference covariance's square root R is
-    computed once and Tr (S S_ref)^1/2 = sum sqrt(eig(R S R)) (S S_ref = (S R) R has the eigenvalues of
-    R (S R)): one symmetric eigensolve per call, ~10x faster than sqrtm at D = 2048 (docs/LOG.md).
-    """
-
-    def __init__(self, reference_features: np.ndarray):
-        self.reference = reference_features
-        self.mean = reference_features.mean(axis=0)
-        self.centred = reference_features - self.mean
-        self.trace = float((self.centred**2).sum() / (len(reference_features) - 1))
-        self._covariance_sqrt: Optional[np.ndarray] = None
-
-    def _trace_sqrt_full(self, centred: np.ndarray) -> float:
-        if self._covariance_sqrt is None:
-            values, vectors = np.linalg.eigh(self.centred.T @ self.centred / (len(self.reference) - 1))
-            self._covariance_sqrt = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-        root = self._covariance_sqrt
-        covariance = centred.T @ centred / (len(centred) - 1)
-        eigenvalues = np.linalg.eigvalsh(root @ covariance @ root)
-        return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())  # negatives are rounding of zero modes
-
-    def __call__(self, features: np.ndarray) -> float:
-        if features.ndim != 2 or features.shape[1] != self.reference.shape[1] or len(features) < 2:
-            raise ValueError(f"FID needs (N >= 2, {self.reference.shape[1]}) features like the reference, "
-                             f"got {features.shape}")
-        mean = features.mean(axis=0)
-        centred = features - mean
-        if max(len(features), len(self.reference)) >= features.shape[1]:
-            trace_sqrt = self._trace_sqrt_full(centred)
-        else:
-            cross = centred @ self.centred.T / np.sqrt((len(features) - 1) * (len(self.reference) - 1))
-            trace_sqrt = float(np.linalg.svd(cross, compute_uv=False).sum())
-        diff = mean - self.mean
-        return float(diff @ diff + (centred**2).sum() / (len(features) - 1) + self.trace - 2.0 * trace_sqrt)
 
 
 def score(features: np.ndarray, labels: np.ndarray, ref: Reference, bootstrap: int, seed: int) -> dict:

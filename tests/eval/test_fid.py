@@ -43,8 +43,23 @@ def test_low_rank_route_matches_sqrtm():
     assert fid.fid_from_features(few_a, few_b) == pytest.approx(by_sqrtm, rel=1e-6)
     many_a, many_b = rng.normal(size=(40, 8)), rng.normal(0.5, 1.0, size=(30, 8))
     assert fid.fid_from_features(many_a, many_b) == pytest.approx(
-        fid.frechet_distance(*fid.feature_statistics(many_a), *fid.feature_statistics(many_b)), rel=1e-9)
+        fid.frechet_distance(*fid.feature_statistics(many_a), *fid.feature_statistics(many_b)), rel=1e-7)
     assert abs(fid.fid_from_features(few_a, few_a)) < 1e-9
+
+
+@pytest.mark.parametrize("counts", [(30, 50), (3000, 40), (40, 3000), (300, 200)])
+def test_frechet_to_reference_equals_sqrtm(counts):
+    """Both routes (N x M cross-covariance below D samples, cached reference root above) against scipy's sqrtm on
+    the statistics, the reference square root reused across calls."""
+    rng = np.random.default_rng(1)
+    dim = 64 if max(counts) > 1000 else 2048 if min(counts) < 100 else 128  # both routes, reference sqrt reused
+    generated, reference = rng.normal(0, 1, (counts[0], dim)), rng.normal(0.3, 1.2, (counts[1], dim))
+    to_reference = fid.FrechetToReference(reference)
+    for subset in (generated, generated[: len(generated) // 2 + 2]):
+        by_sqrtm = fid.frechet_distance(*fid.feature_statistics(subset), *fid.feature_statistics(reference))
+        assert to_reference(subset) == pytest.approx(by_sqrtm, rel=1e-6)  # sqrtm of a rank-deficient product: ~1e-7
+    with pytest.raises(ValueError, match=r"features like the reference, got \(5, 3\)"):
+        to_reference(generated[:5, :3])
 
 
 def test_features_shape_and_batch_invariance(inception, images):
