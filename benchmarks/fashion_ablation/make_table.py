@@ -40,6 +40,7 @@ PAIRS = [  # (row, minus row): per-seed differences
     ("markovian_prev-s{s}", "markovian-s{s}", "markovian_prev - SDD"),
     ("student-distill-s{s}", "student-finetune-s{s}", "distilled student - fine-tuned student"),
     ("student-distill-s{s}", "markovian-s{s}", "distilled student (4 scales) - its teacher SDD (6 scales)"),
+    ("student-finetune-s{s}", "markovian-s{s}", "fine-tuned student (4 scales) - its teacher SDD (6 scales)"),
 ]
 MASKS = ("markovian", "block_causal", "markovian_prev")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # two-sided 95% t quantiles by degrees of freedom
