@@ -251,7 +251,7 @@ def flop_bound(case: Case, impl: str, patch_nums: tuple[int, ...]) -> float | No
     """VAR's executed FLOPs over ours for a model case: the speed-up equal kernel efficiency would give, i.e.
     the most the mask can buy when the dense matmuls are the same. VAR's training forward runs one masked
     kernel over all L^2 pairs, and its KV-cached sampler the block-causal pairs; ours runs only the pairs its
-    mask allows (one unmasked call per scale, masks.key_windows). CFG doubles both sides alike. None for
+    mask allows (one unmasked call per scale, masks.first_key_scales). CFG doubles both sides alike. None for
     the VQ-VAE cases (same convolutions on both sides)."""
     from srdd_scale.model import ModelConfig  # noqa: PLC0415
     from srdd_scale.model.flops import flops_per_image  # noqa: PLC0415

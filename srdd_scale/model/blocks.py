@@ -19,17 +19,17 @@ class AttnLayout:
 
     sizes: token counts per scale (full forward) or None (one scale at sampling time, with or without KV
     cache: plain attention over the given keys).
-    windows: masks.key_windows of the mask (SDPA path): one unmasked attention call per scale over the keys it
-    may see, no mask tensor and no scores outside the mask.
+    first_key_scales: masks.first_key_scales of the mask (SDPA path, with `sizes`): one unmasked attention call
+    per scale over the scales it may see, no mask tensor and no scores outside the mask.
     mask: BoolTensor[L, L] of the mask for the dense reference path (impl "math": one masked call over all keys).
-    block_mask: FlexAttention's BlockMask of any of the three masks (impl "flex"); replaces `windows`/`mask`.
+    block_mask: FlexAttention's BlockMask of any of the three masks (impl "flex"); replaces the two above.
     impl: resolved attention path, "math" (SDPA's math backend), "sdpa" (torch picks the kernel) or "flex".
     per_scale_cond: the AdaLN condition has one row per scale ([B, K, C], applied to each scale's tokens)
     rather than one broadcast row ([B, 1, C]).
     """
 
     sizes: Optional[tuple[int, ...]] = None
-    windows: Optional[tuple[tuple[int, int, int], ...]] = None
+    first_key_scales: Optional[tuple[int, ...]] = None
     mask: Optional[torch.Tensor] = None
     block_mask: Optional[BlockMask] = None
     impl: str = "sdpa"
@@ -76,6 +76,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
         with sdpa_kernel(SDPBackend.MATH):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+
+def _keys(ks: tuple[torch.Tensor, ...], vs: tuple[torch.Tensor, ...], first: int,
+          last: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of scales first..last (per-scale chunks along the token axis), joined when several."""
+    if first == last:
+        return ks[last], vs[last]
+    return torch.cat(ks[first : last + 1], dim=2), torch.cat(vs[first : last + 1], dim=2)
 
 
 def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
@@ -167,10 +175,12 @@ class SelfAttention(_QKNormAttention):
             k, v = kv.extend(k, v)
         if layout.block_mask is not None:
             out = flex(q, k, v, layout.block_mask)
-        elif layout.windows is not None:
-            # One unmasked call per scale over the keys its mask allows (markovian: its own scale only).
-            out = torch.cat([attention(q[:, :, begin:end], k[:, :, first:end], v[:, :, first:end], None, layout.impl)
-                             for begin, end, first in layout.windows], dim=2)
+        elif layout.first_key_scales is not None:
+            # One unmasked call per scale over the scales its mask allows (markovian: its own only). Split, not
+            # sliced: a slice's backward writes a full-length zero tensor per call, a split's one concatenation.
+            qs, ks, vs = (t.split(layout.sizes, dim=2) for t in (q, k, v))
+            out = torch.cat([attention(qs[scale], *_keys(ks, vs, first, scale), None, layout.impl)
+                             for scale, first in enumerate(layout.first_key_scales)], dim=2)
         else:
             out = attention(q, k, v, layout.mask, layout.impl)
         return self._merge(out)

@@ -4,8 +4,8 @@ docs/method.md §3 and §9.1 choices made here:
 * ``markovian`` (default) is the **block-diagonal** mask: a scale attends bidirectionally to its own tokens
   only. Its tokens already hold the state I_{k-1} (the running reconstruction of the coarser scales), so
   scale k's prediction is exactly f(I_{k-1}, k, y): no history, no KV cache, each scale an independent
-  sequence (one SDPA call per scale, no mask tensor, so flash kernels apply; key_windows gives every mask
-  such calls, over the run of keys each scale may see).
+  sequence (one SDPA call per scale, no mask tensor, so flash kernels apply; first_key_scales gives every
+  mask such calls, over the scales each scale may see).
 * The start token(s) (scale 0, p0^2 positions built from the condition) are **not** visible to later scales
   under ``markovian``: the condition y already reaches every scale through AdaLN (pooled text / class) and
   text cross-attention, so the start token would only duplicate it and would break the per-scale
@@ -43,16 +43,13 @@ def attention_allowed(patch_nums: tuple[int, ...], mode: str) -> torch.Tensor:
     return allowed
 
 
-def key_windows(patch_nums: tuple[int, ...], mode: str) -> tuple[tuple[int, int, int], ...]:
-    """Per scale, (first query, end of queries, first key): under every mode a scale's queries see one contiguous
-    run of keys, from the first token of the oldest scale they may see through their own last token, with
-    nothing masked inside it. One unmasked attention call per scale over that run does exactly the allowed
-    pairs (attention_pairs) with no mask tensor, where one masked call over all L keys computes L^2 scores."""
+def first_key_scales(patch_nums: tuple[int, ...], mode: str) -> tuple[int, ...]:
+    """Per scale, the oldest scale its queries may see: under every mode a scale attends to the scales from that
+    one through its own, all of their tokens and nothing masked inside them. One unmasked attention call per
+    scale over those keys does exactly the allowed pairs (attention_pairs) with no mask tensor, where one
+    masked call over all L keys computes L^2 scores."""
     hist = history_scales(mode)
-    sizes = [p * p for p in patch_nums]
-    begins = [sum(sizes[:k]) for k in range(len(sizes))]
-    return tuple((begins[k], begins[k] + n, begins[0 if hist is None else max(0, k - hist)])
-                 for k, n in enumerate(sizes))
+    return tuple(0 if hist is None else max(0, k - hist) for k in range(len(patch_nums)))
 
 
 def attention_pairs(patch_nums: tuple[int, ...], mode: str) -> int:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .blocks import AdaLNHead, AttnLayout, LayerKV, SRDDBlock
 from .config import ConfigError, ModelConfig  # ConfigError: srdd_scale's, or config.py's stand-in
-from .masks import attention_allowed, flex_block_mask, history_scales, key_windows, scale_index
+from .masks import attention_allowed, first_key_scales, flex_block_mask, history_scales, scale_index
 
 # Parameter-name prefixes of each group reported by parameter_counts (flops.py mirrors these analytically).
 TEXT_PREFIXES = ("text_norm.", "text_proj.", "text_pool.", "null_text_token")
@@ -111,7 +111,7 @@ class SRDDTransformer(nn.Module):
         self.head = AdaLNHead(dim, vocab_size)
 
         self.scale_sizes = tuple(p * p for p in self.patch_nums)
-        self.key_windows = key_windows(self.patch_nums, self.mask_mode)
+        self.first_key_scales = first_key_scales(self.patch_nums, self.mask_mode)
         self._block_masks: dict[str, object] = {}  # FlexAttention block mask per device (attention_impl flex)
         self._compiled_blocks: Optional[list] = None  # torch.compile'd blocks (model.compile), built lazily
         self.register_buffer("token_scale", None, persistent=False)
@@ -272,7 +272,7 @@ class SRDDTransformer(nn.Module):
         elif impl == "math":
             layout.mask = self.attn_allowed
         else:
-            layout.windows = self.key_windows
+            layout.first_key_scales = self.first_key_scales
         if self._compiled_blocks is None and compile_enabled(self.cfg.compile, device):
             # Regional: one compiled graph per block (they share code, so one compile serves all), kept out of
             # the module tree so state_dict keys do not change.

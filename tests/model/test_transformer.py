@@ -4,7 +4,7 @@ import torch
 
 from srdd_scale.config import ConfigError
 from srdd_scale.model import ModelConfig, build_model
-from srdd_scale.model.masks import attention_allowed, attention_pairs, key_windows
+from srdd_scale.model.masks import attention_allowed, attention_pairs, first_key_scales
 
 from .conftest import LATENT, PATCH_NUMS, SEQ_LEN, TEXT_DIM, VOCAB, tiny_model
 
@@ -29,13 +29,14 @@ def test_attention_pairs_match_srdd_method_table():
 
 
 @pytest.mark.parametrize("mode", ["markovian", "markovian_prev", "block_causal"])
-def test_key_windows_cover_exactly_the_allowed_pairs(mode):
-    """The SDPA path's per-scale key runs, laid back into an L x L grid, are the mask itself."""
+def test_first_key_scales_cover_exactly_the_allowed_pairs(mode):
+    """The SDPA path's per-scale key ranges, laid back into an L x L grid, are the mask itself."""
     var = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    begins = [sum(p * p for p in var[:k]) for k in range(len(var) + 1)]
     allowed = attention_allowed(var, mode)
     covered = torch.zeros_like(allowed)
-    for begin, end, first in key_windows(var, mode):
-        covered[begin:end, first:end] = True
+    for scale, first in enumerate(first_key_scales(var, mode)):
+        covered[begins[scale] : begins[scale + 1], begins[first] : begins[scale + 1]] = True
     assert torch.equal(covered, allowed)
 
 
