@@ -7,7 +7,8 @@ Sections: bf16 training steps at d16 and d24, markovian and block_causal, region
 MFU against the device's peak, peak memory); forward/backward equality of the attention paths
 (``model.attention_impl``, skipped where this branch has none); sampling latency and peak memory at d16 and d30,
 batch 32, markovian (no self-attention KV cache) and block_causal (VAR's KV cache); the layout planner's peak
-against the peak measured for the same FSDP2 step on this device. Imports neither DeepSpeed, streaming nor
+against the peak measured for the same FSDP2 step on this device; with ``--var-root``, bench_vs_var's training,
+sampling and encode cases against the official VAR code (bf16 on CUDA). Imports neither DeepSpeed, streaming nor
 submitit, so it runs on a bare torch install.
 """
 
@@ -158,8 +159,25 @@ def planner_against_measured(sizes: CheckSizes, device: torch.device) -> dict[st
             "plan_seconds": plan_seconds}
 
 
+VS_VAR_CASES = ("train_d16", "sample_d16_b8", "vqvae_encode")
+
+
+def against_var(sizes: CheckSizes, device: torch.device, var_root: str | None) -> dict[str, Any]:
+    """tools/bench_vs_var.py's cases on this device (bf16 autocast on CUDA) against a checkout of the official VAR
+    code: issue 20's GPU ratios. In this process, one case after another: CUDA's peak counters reset per case."""
+    from srdd_scale.cli import bench_vs_var  # noqa: PLC0415
+
+    if var_root is None:
+        return {"skipped": "no --var-root (a checkout of github.com/FoundationVision/VAR)"}
+    dtype = "bf16" if device.type == "cuda" else "fp32"
+    runs = [bench_vs_var.run_case(case, impl, device, dtype, var_root=var_root, tiny=sizes == TINY, steps=sizes.steps)
+            for case in VS_VAR_CASES for impl in bench_vs_var.CASES[case].impls]
+    best = bench_vs_var.best_of(runs)
+    return {"runs": runs, "table": bench_vs_var.render_table(best, f"{device.type}, {dtype}, one round")}
+
+
 SECTIONS = {"train": train_steps, "attention": attention_paths, "sampling": sampling,
-            "planner": planner_against_measured}
+            "planner": planner_against_measured, "vs_var": against_var}
 
 
 @entry_point
@@ -169,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (a CPU test of the same code)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of the sections")
     parser.add_argument("--out", default="gpu_check.json")
+    parser.add_argument("--var-root", default=None, help="a FoundationVision/VAR checkout for the vs_var section")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     sizes = TINY if args.tiny else CheckSizes()
@@ -178,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sections.split(","):
         started = time.perf_counter()
         try:
-            report[name] = SECTIONS[name](sizes, device)
+            extra = (args.var_root,) if name == "vs_var" else ()
+            report[name] = SECTIONS[name](sizes, device, *extra)
         except Exception as err:  # one failing section must not lose the others' figures
             report[name] = {"error": f"{type(err).__name__}: {err}"}
         report[f"{name}_seconds"] = time.perf_counter() - started
