@@ -71,3 +71,28 @@ def test_feedforward_keeps_one_hidden_activation_for_backward():
 
     assert hidden_saved(ffn) == 1
     assert hidden_saved(lambda t: _feedforward_reference(ffn, t)) == 2
+
+
+def test_norm_modulate_recompute_matches_autograd_and_keeps_no_normalised_copy():
+    """norm_modulate (LayerNorm + AdaLN recomputed in backward) against the plain composition: values and the
+    gradients of x, scale and shift, broadcast and per scale; and it keeps no [B, L, C] tensor beyond x."""
+    from srdd_scale.model.blocks import modulate, norm_modulate
+
+    gen = torch.Generator().manual_seed(3)
+    norm = torch.nn.LayerNorm(8, elementwise_affine=False, eps=1e-6)
+    sizes = (1, 4, 9)
+    for rows, size_arg in ((1, None), (3, sizes)):
+        x = torch.randn(2, sum(sizes), 8, generator=gen, requires_grad=True)
+        scale, shift = (torch.randn(2, rows, 8, generator=gen, requires_grad=True) for _ in range(2))
+        probe = torch.randn(2, sum(sizes), 8, generator=gen)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, kept=saved: kept.append(t) or t,
+                                                      lambda t: t):
+            ours = norm_modulate(norm, x, scale, shift, size_arg)
+        assert {t.untyped_storage().data_ptr() for t in saved if t.numel() == x.numel()} == {
+            x.untyped_storage().data_ptr()}
+        want = modulate(norm(x), scale, shift, size_arg)
+        torch.testing.assert_close(ours, want, rtol=0, atol=0)
+        for got, expected in zip(torch.autograd.grad((ours * probe).sum(), [x, scale, shift]),
+                                 torch.autograd.grad((want * probe).sum(), [x, scale, shift])):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
