@@ -115,7 +115,6 @@ def jobs(args) -> list[Job]:
     ready = [out / ".reference-test"]
     for seed in seeds:
         queue += [row(f"{mask}-s{seed}", mask, seed, inputs=ready) for mask in MASKS]
-    queue += [export_teacher(0), student("distill", 0), student("finetune", 0)]
     for seed in seeds:
         queue += [row(f"markovian-s{seed}-mr", "markovian", seed, lambda: MR, ready),
                   row(f"markovian-s{seed}-sr", "markovian", seed, lambda: SR, ready)]
@@ -125,8 +124,7 @@ def jobs(args) -> list[Job]:
             queue += [sweep, row(f"{mask}-s{seed}-cfg", mask, seed, lambda s=sweep.output: [best_cfg(s)],
                                  [*ready, sweep.output])]
     for seed in seeds:
-        if seed:
-            queue += [export_teacher(seed), student("distill", seed), student("finetune", seed)]
+        queue += [export_teacher(seed), student("distill", seed), student("finetune", seed)]
         for kind in ("distill", "finetune"):
             name = f"{kind}-s{seed}"
             queue.append(row(f"student-{name}", "markovian", seed, inputs=[*ready, STUDENTS / f"{name}.done"],

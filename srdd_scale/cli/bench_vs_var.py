@@ -121,12 +121,18 @@ def _var_model(models, vqvae, depth: int, patch_nums: tuple[int, ...]):
     return model
 
 
+def _model_config(depth: int, **fields):
+    """Our ModelConfig for the compared shapes: class-conditional, no text cross-attention."""
+    from srdd_scale.model import ModelConfig  # noqa: PLC0415
+
+    return ModelConfig(depth=depth, cross_attn=False, num_classes=NUM_CLASSES, **fields)
+
+
 def _our_model(depth: int, mask: str, patch_nums: tuple[int, ...], attention_impl: str | None):
-    from srdd_scale.model import ModelConfig, build_model  # noqa: PLC0415
+    from srdd_scale.model import build_model  # noqa: PLC0415
 
     extra = {} if attention_impl is None else {"attention_impl": attention_impl}
-    cfg = ModelConfig(depth=depth, mask=mask, cross_attn=False, num_classes=NUM_CLASSES, **extra)
-    return build_model(cfg, patch_nums, 4096, 32, None)
+    return build_model(_model_config(depth, mask=mask, **extra), patch_nums, 4096, 32, None)
 
 
 def _seeded_model(impl: str, models, vqvae, depth: int, patch_nums: tuple[int, ...], attention_impl: str | None,
@@ -253,7 +259,6 @@ def flop_bound(case: Case, impl: str, patch_nums: tuple[int, ...]) -> float | No
     kernel over all L^2 pairs, and its KV-cached sampler the block-causal pairs; ours runs only the pairs its
     mask allows (one unmasked call per scale, masks.first_key_scales). CFG doubles both sides alike. None for
     the VQ-VAE cases (same convolutions on both sides)."""
-    from srdd_scale.model import ModelConfig  # noqa: PLC0415
     from srdd_scale.model.flops import flops_per_image  # noqa: PLC0415
     from srdd_scale.model.masks import attention_pairs  # noqa: PLC0415
 
@@ -261,10 +266,9 @@ def flop_bound(case: Case, impl: str, patch_nums: tuple[int, ...]) -> float | No
         return None
     training = case.kind == "train"
     var_pairs = sum(p * p for p in patch_nums) ** 2 if training else attention_pairs(patch_nums, "block_causal")
-    var_cfg = ModelConfig(depth=case.depth, cross_attn=False, num_classes=NUM_CLASSES, scale_cond=False)
-    ours_cfg = ModelConfig(depth=case.depth, mask=impl, cross_attn=False, num_classes=NUM_CLASSES)
-    var = flops_per_image(var_cfg, patch_nums, "block_causal", 0, training, pairs=var_pairs)
-    return var / flops_per_image(ours_cfg, patch_nums, impl, 0, training)
+    var = flops_per_image(_model_config(case.depth, scale_cond=False), patch_nums, "block_causal", 0, training,
+                          pairs=var_pairs)
+    return var / flops_per_image(_model_config(case.depth, mask=impl), patch_nums, impl, 0, training)
 
 
 def run_case(case: str, impl: str, device: str | torch.device = "cpu", dtype: str = "fp32", *,

@@ -106,12 +106,17 @@ def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     return torch.cat([xs * (1 + scale[:, k : k + 1]) + shift[:, k : k + 1] for k, xs in enumerate(parts)], dim=1)
 
 
+def _records_graph(t: torch.Tensor) -> bool:
+    """Whether autograd records ops on `t` here (training), i.e. whether a recompute-in-backward path applies."""
+    return torch.is_grad_enabled() and t.requires_grad
+
+
 def norm_modulate(norm: nn.Module, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                   sizes: Optional[tuple[int, ...]]) -> torch.Tensor:
     """modulate(norm(x), ...) recomputed in backward rather than keeping norm(x) (one [B, L, C] tensor per call):
     the LayerNorm and the AdaLN product are elementwise, cheap to redo, and x is kept for LayerNorm anyway.
     Without autograd (sampling) it is the plain call."""
-    if not (torch.is_grad_enabled() and x.requires_grad):
+    if not _records_graph(x):
         return modulate(norm(x), scale, shift, sizes)
     return checkpoint(lambda t, s, b: modulate(norm(t), s, b, sizes), x, scale, shift, use_reentrant=False)
 
@@ -238,10 +243,11 @@ class GeluLinear(torch.autograd.Function):
         h, weight, bias = ctx.saved_tensors
         with torch.autocast(h.device.type, enabled=False):
             act = F.gelu(h, approximate="tanh").to(ctx.dtype)
-            grad_2d = grad_out.reshape(-1, grad_out.shape[-1]).to(ctx.dtype)
+            grad = grad_out.to(ctx.dtype)
+            grad_2d = grad.reshape(-1, grad.shape[-1])
             grad_weight = grad_2d.t().mm(act.reshape(-1, act.shape[-1])).to(weight.dtype)
             grad_bias = grad_2d.sum(0).to(bias.dtype)
-            grad_act = grad_out.to(ctx.dtype).matmul(weight.to(ctx.dtype)).to(h.dtype)
+            grad_act = grad.matmul(weight.to(ctx.dtype)).to(h.dtype)
             grad_h = torch.ops.aten.gelu_backward(grad_act, h, approximate="tanh")
         return grad_h, grad_weight, grad_bias
 
@@ -254,7 +260,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)
-        if torch.is_grad_enabled() and h.requires_grad:
+        if _records_graph(h):
             return GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
         return self.fc2(F.gelu(h, approximate="tanh"))
 

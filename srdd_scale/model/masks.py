@@ -54,13 +54,9 @@ def first_key_scales(patch_nums: tuple[int, ...], mode: str) -> tuple[int, ...]:
 
 def attention_pairs(patch_nums: tuple[int, ...], mode: str) -> int:
     """Number of (query, key) self-attention score pairs per image and layer under `mode` (for FLOP counts)."""
-    hist = history_scales(mode)
     sizes = [p * p for p in patch_nums]
-    total = 0
-    for k, n in enumerate(sizes):
-        first = 0 if hist is None else max(0, k - hist)
-        total += n * sum(sizes[first : k + 1])
-    return total
+    firsts = first_key_scales(patch_nums, mode)
+    return sum(n * sum(sizes[first : k + 1]) for k, (n, first) in enumerate(zip(sizes, firsts)))
 
 
 def flex_block_mask(patch_nums: tuple[int, ...], mode: str, device: torch.device):
