@@ -5,7 +5,8 @@
 
 Sections: bf16 training steps at d16 and d24, markovian and block_causal, regional compile off and on (tokens/s,
 MFU against the device's peak, peak memory); forward/backward equality of the attention paths
-(``model.attention_impl``, skipped where this branch has none); sampling latency and peak memory at d16 and d30,
+(``model.attention_impl``, skipped where this branch has none); bench_attention's per-shape timings of every
+self-attention call (math vs fused SDPA, per mask); sampling latency and peak memory at d16 and d30,
 batch 32, markovian (no self-attention KV cache) and block_causal (VAR's KV cache); the layout planner's peak
 against the peak measured for the same FSDP2 step on this device; with ``--var-root``, bench_vs_var's training,
 sampling and encode cases against the official VAR code (bf16 on CUDA). Imports neither DeepSpeed, streaming nor
@@ -47,10 +48,11 @@ class CheckSizes:
     sample_batch: int = 32
     steps: int = 5
     warmup: int = 2
+    attention_run_time: float = 0.1  # seconds of timed calls per attention shape and backend
 
 
 TINY = CheckSizes(train_depths=(2, 3), sample_depths=(2, 3), plan_depth=2, patch_nums=(1, 2, 3, 4), vocab_size=64,
-                  text_dim=32, train_batch=2, sample_batch=2, steps=1, warmup=1)
+                  text_dim=32, train_batch=2, sample_batch=2, steps=1, warmup=1, attention_run_time=0.001)
 MASKS = ("markovian", "block_causal")
 
 
@@ -129,6 +131,19 @@ def attention_paths(sizes: CheckSizes, device: torch.device) -> dict[str, Any]:
     return results
 
 
+def attention_shapes(sizes: CheckSizes, device: torch.device) -> dict[str, Any]:
+    """bench_attention's per-shape timings (math vs fused SDPA, and one masked call) at the first training depth and
+    batch, in bf16 on CUDA: the data behind model.attention_impl=auto on this device."""
+    from srdd_scale.cli import bench_attention  # noqa: PLC0415
+
+    args = bench_attention.parse_args([
+        "--depth", str(sizes.train_depths[0]), "--patch-nums", ",".join(map(str, sizes.patch_nums)),
+        "--batch-size", str(sizes.train_batch), "--device", str(device),
+        "--min-run-time", str(sizes.attention_run_time)])
+    shapes, layers = bench_attention.measure(args)
+    return {"shapes": shapes, "layers": layers}
+
+
 def planner_against_measured(sizes: CheckSizes, device: torch.device) -> dict[str, Any]:
     """The planned peak of one FSDP2 step on 1 rank next to the peak measured for it here."""
     from srdd_scale.analysis.layout_plan import measure_step, plan_step
@@ -176,8 +191,8 @@ def against_var(sizes: CheckSizes, device: torch.device, var_root: str | None) -
     return {"runs": runs, "table": bench_vs_var.render_table(best, f"{device.type}, {dtype}, one round")}
 
 
-SECTIONS = {"train": train_steps, "attention": attention_paths, "sampling": sampling,
-            "planner": planner_against_measured, "vs_var": against_var}
+SECTIONS = {"train": train_steps, "attention": attention_paths, "attention_shapes": attention_shapes,
+            "sampling": sampling, "planner": planner_against_measured, "vs_var": against_var}
 
 
 @entry_point

@@ -78,11 +78,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
-def _keys(ks: tuple[torch.Tensor, ...], vs: tuple[torch.Tensor, ...], first: int,
+def _keys(k: torch.Tensor, v: torch.Tensor, ks: tuple[torch.Tensor, ...], vs: tuple[torch.Tensor, ...], first: int,
           last: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values of scales first..last (per-scale chunks along the token axis), joined when several."""
+    """Keys and values of scales first..last: one scale's chunk, the whole k/v when that is all of them (the finest
+    scale under block_causal: no copy kept for backward), else the chunks joined."""
     if first == last:
         return ks[last], vs[last]
+    if first == 0 and last == len(ks) - 1:
+        return k, v
     return torch.cat(ks[first : last + 1], dim=2), torch.cat(vs[first : last + 1], dim=2)
 
 
@@ -184,7 +187,7 @@ class SelfAttention(_QKNormAttention):
             # One unmasked call per scale over the scales its mask allows (markovian: its own only). Split, not
             # sliced: a slice's backward writes a full-length zero tensor per call, a split's one concatenation.
             qs, ks, vs = (t.split(layout.sizes, dim=2) for t in (q, k, v))
-            out = torch.cat([attention(qs[scale], *_keys(ks, vs, first, scale), None, layout.impl)
+            out = torch.cat([attention(qs[scale], *_keys(k, v, ks, vs, first, scale), None, layout.impl)
                              for scale, first in enumerate(layout.first_key_scales)], dim=2)
         else:
             out = attention(q, k, v, layout.mask, layout.impl)

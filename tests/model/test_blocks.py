@@ -96,3 +96,26 @@ def test_norm_modulate_recompute_matches_autograd_and_keeps_no_normalised_copy()
         for got, expected in zip(torch.autograd.grad((ours * probe).sum(), [x, scale, shift]),
                                  torch.autograd.grad((want * probe).sum(), [x, scale, shift])):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_block_causal_attention_keeps_no_full_length_key_copy_for_backward():
+    """The finest scale sees every key under block_causal: it reads k/v themselves rather than a joined copy, so the
+    mask keeps as many full-length [B, H, L, D] tensors for backward as markovian (which joins nothing)."""
+    from srdd_scale.model.blocks import AttnLayout, SelfAttention
+    from srdd_scale.model.masks import first_key_scales
+
+    patch_nums, batch, heads, dim = (1, 2, 3), 2, 2, 8
+    sizes = tuple(p * p for p in patch_nums)
+    full_bytes = batch * sum(sizes) * dim * 4
+    torch.manual_seed(0)
+    attn = SelfAttention(dim, heads)
+    x = torch.randn(batch, sum(sizes), dim, requires_grad=True)
+
+    def full_length_saved(mode: str) -> int:
+        layout = AttnLayout(sizes=sizes, first_key_scales=first_key_scales(patch_nums, mode))
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            attn(x, layout, None)
+        return len({t.untyped_storage().data_ptr() for t in saved if t.untyped_storage().nbytes() == full_bytes})
+
+    assert full_length_saved("block_causal") == full_length_saved("markovian")

@@ -20,6 +20,8 @@ def test_gpu_check_runs_on_cpu_at_tiny_sizes(tmp_path):
     assert {(r["depth"], r["mask"]) for r in report["sampling"]} == {(d, m) for d in (2, 3) for m in gpu_check.MASKS}
     assert all(r["batch_s"] > 0 for r in report["sampling"])
     assert "error" not in report["attention"]
+    assert {layer["mask"] for layer in report["attention_shapes"]["layers"]} == {
+        "markovian", "markovian_prev", "block_causal"}
     planner = report["planner"]
     assert planner["measured_gib"]["peak"] > 0
     assert abs(planner["planned_over_measured"] - 1) < 0.15
