@@ -370,11 +370,12 @@ def compile_enabled(setting: Optional[bool], device: torch.device) -> bool:
 def resolve_attention_impl(impl: str, device: torch.device, compile_setting: Optional[bool] = None) -> str:
     """model.attention_impl "auto" -> the path measured fastest on this device (docs/benchmarks.md, VAR section).
 
-    CPU: torch's fused SDPA (flash) at every shape: on the 256 px schedule it beat the math backend 2-4x on
-    attention forward+backward at d8/d16 shapes (per-scale and masked) and at most segment sizes, and keeps
-    no L x L scores for backward (2026-12-06, a loaded 2-core machine); flex has no CPU backward.
+    CPU: torch's fused SDPA (flash) at every shape. tools/bench_attention.py times each per-scale call on both
+    backends (docs/benchmarks.md, per-shape table): math wins some mid-sized training shapes, but picking it there
+    would save under 1% of a d16 layer step and keep score matrices for backward, while fused wins the finest
+    scale and nearly every forward-only shape; flex has no CPU backward.
     CUDA: FlexAttention when the blocks are compiled (one fused kernel over the block mask), else fused SDPA;
-    not measured yet (no GPU lent so far): the GPU check (tools/gpu_check.py) is where to confirm it.
+    not measured yet (no GPU lent so far): tools/gpu_check.py's attention_shapes section collects the table.
     """
     if impl != "auto":
         return impl
