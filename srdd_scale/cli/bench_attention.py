@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from srdd_scale.analysis.bench_kit import Column, print_table, time_call, write_report
 from srdd_scale.cli import entry_point
-from srdd_scale.cli.args import positive_int, positive_int_list
+from srdd_scale.cli.args import positive_float, positive_int, positive_int_list
 from srdd_scale.model.blocks import attention
 from srdd_scale.model.config import MASK_MODES, VAR_PATCH_NUMS_256
 from srdd_scale.model.masks import attention_allowed, first_key_scales
@@ -49,23 +49,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--forward-only", action="store_true", help="time forward only (sampling)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed calls per measurement")
+    parser.add_argument("--min-run-time", type=positive_float, default=0.2,
+                        help="seconds of timed calls per measurement")
     parser.add_argument("--out", default=None, help="JSON path (default artifacts/bench/bench_attention-<time>.json)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.masks if m not in MASK_MODES]
-    if unknown:
-        parser.error(f"--masks: unknown mask mode(s) {unknown}; expected some of {', '.join(MASK_MODES)}")
+    if unknown or len(set(args.masks)) != len(args.masks):
+        parser.error(f"--masks {','.join(args.masks)}: expected distinct names from {', '.join(MASK_MODES)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here")
+    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     return args
 
 
 def _call_seconds(impl: str, queries: int, keys: int, mask: torch.Tensor | None, args: argparse.Namespace,
                   device: torch.device, dtype: torch.dtype) -> float:
-    """Median seconds of one attention call of this shape (and its backward unless --forward-only)."""
+    """Median seconds of one attention call of this shape (and its backward unless --forward-only), on
+    [B, H, N, D] views of [B, N, H, D] tensors: the layout the model's head split hands to SDPA."""
     generator = torch.Generator().manual_seed(0)
-    shape = (args.batch_size, args.depth, HEAD_DIM)
-    q, k, v = (torch.randn(shape[0], shape[1], n, shape[2], generator=generator).to(device, dtype)
-               .requires_grad_(not args.forward_only) for n in (queries, keys, keys))
-    grad = torch.randn(q.shape, generator=generator).to(device, dtype)
+
+    def heads_view(tokens: int) -> torch.Tensor:
+        t = torch.randn(args.batch_size, tokens, args.depth, HEAD_DIM, generator=generator).to(device, dtype)
+        return t.requires_grad_(not args.forward_only).transpose(1, 2)
+
+    q, k, v = heads_view(queries), heads_view(keys), heads_view(keys)
+    grad = heads_view(queries).detach()
 
     def run() -> None:
         if args.forward_only:
@@ -83,8 +91,7 @@ def _call_seconds(impl: str, queries: int, keys: int, mask: torch.Tensor | None,
 
 def measure(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """(per-shape rows, per-mask layer sums) for the calls one layer makes under each mask."""
-    device = torch.device(args.device)
-    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
     sizes = [p * p for p in args.patch_nums]
     shapes, layers = [], []
     for mask in args.masks:
@@ -109,8 +116,8 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     shapes, layers = measure(args)
-    print(f"device={args.device} depth={args.depth} batch={args.batch_size} patch_nums={list(args.patch_nums)} "
-          f"{'forward' if args.forward_only else 'forward + backward'}")
+    print(f"device={args.device} dtype={args.dtype} depth={args.depth} batch={args.batch_size} "
+          f"patch_nums={list(args.patch_nums)} {'forward' if args.forward_only else 'forward + backward'}")
     print_table(shapes, SHAPE_COLUMNS)
     print_table(layers, LAYER_COLUMNS)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}

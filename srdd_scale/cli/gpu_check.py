@@ -141,7 +141,7 @@ def attention_shapes(sizes: CheckSizes, device: torch.device) -> dict[str, Any]:
         "--batch-size", str(sizes.train_batch), "--device", str(device),
         "--min-run-time", str(sizes.attention_run_time)])
     shapes, layers = bench_attention.measure(args)
-    return {"shapes": shapes, "layers": layers}
+    return {"depth": args.depth, "batch": args.batch_size, "dtype": args.dtype, "shapes": shapes, "layers": layers}
 
 
 def planner_against_measured(sizes: CheckSizes, device: torch.device) -> dict[str, Any]:

@@ -19,10 +19,12 @@ def group_norm(channels: int, groups: int) -> nn.Module:
 
 def norm_silu(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """silu(norm(x)), in place without autograd (encoding, decoding): at 256 px each activation is 160 MB, and a
-    fresh output costs its page faults (out of place took 5x the time of in place in a VAR-size encode). Never in
-    place on x itself (norm is Identity when the width has no groups) nor when autograd needs norm(x)."""
+    fresh output costs its page faults (out of place took 5x the time of in place in a VAR-size encode). Out of
+    place when norm(x) shares x's storage (norm is Identity when the width has no groups) and when autograd
+    needs norm(x)."""
     h = norm(x)
-    return F.silu(h, inplace=h is not x and not torch.is_grad_enabled())
+    shares_input = h.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    return F.silu(h, inplace=not shares_input and not torch.is_grad_enabled())
 
 
 class ResnetBlock(nn.Module):

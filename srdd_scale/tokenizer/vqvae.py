@@ -18,10 +18,11 @@ TRAINING_STATE_KEYS = ("quantize.ema_vocab_hit_SV",)
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    """Convolutions in channels-last (NHWC), the layout oneDNN's kernels prefer: 1.18x faster on a VAR-size
-    encode (4 x 256 px, 2 CPU threads) with the same codes (docs/benchmarks.md, VAR section). Encoder and decoder
-    outputs are made contiguous again, so nothing downstream sees the layout."""
-    return t.contiguous(memory_format=torch.channels_last)
+    """On CPU, convolutions in channels-last (NHWC), the layout oneDNN's kernels prefer: with the in-place SiLU of
+    backbone.norm_silu a VAR-size encode (4 x 256 px, 2 threads) went from 6.26 to 4.98 s with the same codes
+    (docs/benchmarks.md, VAR section). Not on CUDA, where GroupNorm hands back NCHW and the layouts would mix
+    (unmeasured). Encoder and decoder outputs are made contiguous again, so nothing downstream sees the layout."""
+    return t.contiguous(memory_format=torch.channels_last) if t.device.type == "cpu" else t
 
 
 class MultiScaleVQTokenizer(nn.Module):

@@ -12,6 +12,7 @@ def test_bench_attention_times_every_call_a_layer_makes(tmp_path):
     assert main(["--depth", "1", "--patch-nums", "1,2,3", "--batch-size", "1", "--min-run-time", "0.001",
                  "--out", str(out)]) == 0
     record = json.loads(out.read_text())
+    assert record["settings"]["dtype"] == "fp32"
     keys = {(r["mask"], r["scale"]): r["keys"] for r in record["shapes"]}
     assert keys == {("markovian", 0): 1, ("markovian", 1): 4, ("markovian", 2): 9,
                     ("markovian_prev", 0): 1, ("markovian_prev", 1): 5, ("markovian_prev", 2): 13,
@@ -25,8 +26,11 @@ def test_bench_attention_times_every_call_a_layer_makes(tmp_path):
         assert layer["masked_math_ms"] > 0 and layer["masked_sdpa_ms"] > 0
 
 
-def test_bench_attention_rejects_an_unknown_mask(capsys):
+@pytest.mark.parametrize("argv, named", [(["--masks", "markovian,causal"], "causal"),
+                                          (["--masks", "markovian,markovian"], "distinct"),
+                                          (["--min-run-time", "0"], "--min-run-time")])
+def test_bench_attention_rejects_bad_arguments(argv, named, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--masks", "markovian,causal"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "causal" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
