@@ -371,9 +371,10 @@ def resolve_attention_impl(impl: str, device: torch.device, compile_setting: Opt
     """model.attention_impl "auto" -> the path measured fastest on this device (docs/benchmarks.md, VAR section).
 
     CPU: torch's fused SDPA (flash) at every shape. tools/bench_attention.py times each per-scale call on both
-    backends (docs/benchmarks.md, per-shape table): math wins many mid-sized training shapes, but picking it per
-    shape would save under 1% of a d16 layer step and keep score matrices for backward; fused wins the scales that
-    dominate (the finest at d16, every forward-only shape above 16 queries); flex has no CPU backward.
+    backends in the model's layout (docs/benchmarks.md, per-shape table): math wins a few mid-sized training shapes
+    by a few percent, but picking it there would save about 0.1% of a d16 layer step and keep score matrices for
+    backward; fused wins or ties the rest, the finest scale and every forward-only shape above 4 queries included;
+    flex has no CPU backward.
     CUDA: FlexAttention when the blocks are compiled (one fused kernel over the block mask), else fused SDPA;
     not measured yet (no GPU lent so far): tools/gpu_check.py times SDPA per shape (attention_shapes) and the
     compiled flex blocks in its training section.
