@@ -119,3 +119,19 @@ def test_block_causal_attention_keeps_no_full_length_key_copy_for_backward():
         return len({t.untyped_storage().data_ptr() for t in saved if t.untyped_storage().nbytes() == full_bytes})
 
     assert full_length_saved("block_causal") == full_length_saved("markovian")
+
+
+def test_block_causal_cache_holds_only_its_keys_and_values():
+    """The inference cache stores k and v of every scale and nothing more: v arrives as a view of the fused qkv
+    projection, and a cached view would keep q, k and v of the whole scale alive."""
+    from srdd_scale.model.blocks import AttnLayout, LayerKV, SelfAttention
+
+    batch, heads, dim = 2, 2, 8
+    torch.manual_seed(0)
+    attn, cache = SelfAttention(dim, heads), LayerKV(keep=None)
+    with torch.no_grad():
+        for n in (1, 4, 9):
+            attn(torch.randn(batch, n, dim), AttnLayout(), cache)
+    held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for kv in cache.chunks for t in kv}
+    assert len(held) == 6
+    assert sum(held.values()) == 2 * batch * (1 + 4 + 9) * dim * 4
