@@ -97,17 +97,17 @@ def simple_resample(model: SRDDTransformer, tokenizer, k: int, f_hat: Optional[t
     """Simple resampling of scale k >= 1 (docs/method.md §6.4): `sr_steps` times, run scale k again on the state
     that includes its latest draw and redraw the whole scale from the new distribution. The caches are put back
     to what the first (true-state) forward left, so later scales attend to the input they were trained on."""
-    after_first = [kv.chunks for kv in cache]
+    after_first = [kv.snapshot() for kv in cache]
     for _ in range(cfg.sr_steps):
         scale_input = own_draw_input(tokenizer, k, f_hat, tokens)
         if weight is not None:
             scale_input = torch.cat([scale_input, scale_input])
-        for kv, chunks in zip(cache, history):
-            kv.chunks = list(chunks)
+        for kv, state in zip(cache, history):
+            kv.restore(state)
         logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
         tokens = draw_tokens(logits, cfg, generator).view_as(tokens)
-    for kv, chunks in zip(cache, after_first):
-        kv.chunks = chunks
+    for kv, state in zip(cache, after_first):
+        kv.restore(state)
     return tokens
 
 
@@ -168,10 +168,11 @@ def sample(
         num_scales = len(model.patch_nums)
         for k, p in enumerate(model.patch_nums):
             weight = guidance_weight(cfg, k, num_scales) if guided else None
-            history = [list(kv.chunks) for kv in cache]
+            resample = cfg.resample == "simple" and cfg.sr_steps and k > 0  # scale 0 has no state to condition on
+            history = [kv.snapshot() for kv in cache] if resample else None
             logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
             tokens = draw_tokens(logits, cfg, generator).view(batch_size, p, p)
-            if cfg.resample == "simple" and cfg.sr_steps and k > 0:  # scale 0 has no state to condition on
+            if resample:
                 tokens = simple_resample(model, tokenizer, k, f_hat, tokens, cond, cache, history, weight, cfg,
                                          generator)
             if known_masks is not None:

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from .blocks import AdaLNHead, AttnLayout, LayerKV, SRDDBlock
+from .blocks import AdaLNHead, AttnLayout, LayerKV, PrefixKV, SRDDBlock, WindowKV
 from .config import ConfigError, ModelConfig  # ConfigError: srdd_scale's, or config.py's stand-in
 from .masks import attention_allowed, first_key_scales, flex_block_mask, history_scales, scale_index
 
@@ -282,7 +282,9 @@ class SRDDTransformer(nn.Module):
     def new_cache(self) -> list[LayerKV]:
         """Per-block inference caches; under `markovian` they hold only the text K/V (no self-attention cache)."""
         keep = history_scales(self.mask_mode)
-        return [LayerKV(keep) for _ in self.blocks]
+        if keep is None:
+            return [PrefixKV(sum(p * p for p in self.patch_nums)) for _ in self.blocks]
+        return [WindowKV(keep) for _ in self.blocks]
 
     def forward_scale(
         self, scale: int, scale_input: Optional[torch.Tensor], cond: Condition, cache: list[LayerKV]

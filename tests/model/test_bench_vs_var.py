@@ -19,7 +19,9 @@ def test_wrong_var_root_is_named(tmp_path):
 def test_run_case_times_our_side(case, impl):
     result = bench_vs_var.run_case(case, impl, "cpu", tiny=True)
     assert result["case"] == case and result["impl"] == impl and result["depth"] == 2
-    assert result["seconds"] > 0 and result["peak_mib"] >= result["run_mib"] >= 0
+    # both are peak growths, each over the RSS at its own start; in a process that ran other work first, memory
+    # freed between the two windows can leave the steps' growth above the total's, so neither bounds the other
+    assert result["seconds"] > 0 and result["peak_mib"] >= 0 and result["run_mib"] >= 0
 
 
 def test_flop_bound_is_the_attention_saving_only():

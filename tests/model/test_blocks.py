@@ -1,4 +1,5 @@
 """The attention helper every block uses: plain softmax attention with scale 1, whatever backend runs it."""
+import pytest
 import torch
 
 from srdd_scale.model.blocks import attention
@@ -121,17 +122,66 @@ def test_block_causal_attention_keeps_no_full_length_key_copy_for_backward():
     assert full_length_saved("block_causal") == full_length_saved("markovian")
 
 
-def test_block_causal_cache_holds_only_its_keys_and_values():
-    """The inference cache stores k and v of every scale and nothing more: v arrives as a view of the fused qkv
-    projection, and a cached view would keep q, k and v of the whole scale alive."""
-    from srdd_scale.model.blocks import AttnLayout, LayerKV, SelfAttention
+def _cached_storages(cache) -> dict[int, int]:
+    """Storage pointer -> bytes of every tensor a cache holds for later scales."""
+    from srdd_scale.model.blocks import PrefixKV
 
-    batch, heads, dim = 2, 2, 8
+    held = [cache.k_buf, cache.v_buf] if isinstance(cache, PrefixKV) else [t for kv in cache.chunks for t in kv]
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+
+
+@pytest.mark.parametrize("mode", ["block_causal", "markovian_prev"])
+def test_caches_hold_only_the_keys_and_values_later_scales_see(mode):
+    """block_causal keeps k and v of every scale in one buffer of all tokens; markovian_prev keeps the last scale's,
+    in storage of their own: v arrives as a view of the fused qkv projection, and a cached view would keep q, k
+    and v of the whole scale alive (2x VAR's cache memory, measured)."""
+    from srdd_scale.model.blocks import AttnLayout, PrefixKV, SelfAttention, WindowKV
+
+    batch, heads, dim, sizes = 2, 2, 8, (1, 4, 9)
     torch.manual_seed(0)
-    attn, cache = SelfAttention(dim, heads), LayerKV(keep=None)
+    attn = SelfAttention(dim, heads)
+    cache = PrefixKV(sum(sizes)) if mode == "block_causal" else WindowKV(1)
     with torch.no_grad():
-        for n in (1, 4, 9):
+        for n in sizes:
             attn(torch.randn(batch, n, dim), AttnLayout(), cache)
-    held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for kv in cache.chunks for t in kv}
-    assert len(held) == 6
-    assert sum(held.values()) == 2 * batch * (1 + 4 + 9) * dim * 4
+    held = _cached_storages(cache)
+    assert len(held) == 2
+    assert sum(held.values()) == 2 * batch * (sum(sizes) if mode == "block_causal" else sizes[-1]) * dim * 4
+
+
+@pytest.mark.parametrize("mode", ["block_causal", "markovian_prev"])
+def test_cache_restore_puts_back_what_the_first_forward_stored(mode):
+    """Simple resampling re-runs a scale from the history before it, then restores the cache its first forward left:
+    later scales then see exactly the keys of the uninterrupted run."""
+    from srdd_scale.model.blocks import PrefixKV, WindowKV
+
+    def new():
+        return PrefixKV(1 + 4 + 9 + 16) if mode == "block_causal" else WindowKV(1)
+
+    torch.manual_seed(0)
+    kv = [(torch.randn(2, 2, n, 4), torch.randn(2, 2, n, 4)) for n in (1, 4, 9)]
+    redraw = (torch.randn(2, 2, 9, 4), torch.randn(2, 2, 9, 4))
+    finest = (torch.randn(2, 2, 16, 4), torch.randn(2, 2, 16, 4))
+    plain, resampled = new(), new()
+    for cache in (plain, resampled):
+        for k, v in kv[:2]:
+            cache.extend(k, v)
+    history = resampled.snapshot()
+    plain.extend(*kv[2])
+    resampled.extend(*kv[2])
+    after_first = resampled.snapshot()
+    for _ in range(2):
+        resampled.restore(history)
+        resampled.extend(*redraw)
+    resampled.restore(after_first)
+    for got, want in zip(resampled.extend(*finest), plain.extend(*finest)):
+        assert torch.equal(got, want)
+
+
+def test_prefix_cache_rejects_a_scale_beyond_its_capacity():
+    from srdd_scale.model.blocks import PrefixKV
+
+    cache = PrefixKV(5)
+    cache.extend(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))
+    with pytest.raises(ValueError, match="holds 5 tokens; 4 stored, a scale of 4 does not fit"):
+        cache.extend(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))

@@ -163,7 +163,7 @@ def test_simple_resampling_runs_sr_steps_extra_forwards_on_its_own_draw(tokenize
     seen = []
     forward_scale = model.forward_scale
     monkeypatch.setattr(model, "forward_scale", lambda k, x, cond, cache: (seen.append((k, None if x is None else
-                        x.clone(), sum(c[0].shape[2] for c in cache[0].chunks))), forward_scale(k, x, cond, cache))[1])
+                        x.clone(), cache[0].used)), forward_scale(k, x, cond, cache))[1])
     draw(model, tokenizer, text, SamplingConfig(cfg_scale=0.0, top_k=20, resample="simple", sr_steps=2))
     assert [k for k, _, _ in seen] == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # scale 0 has no state: no SR there
     # every forward of scale k sees the K/V of scales < k only (the SR forwards' own K/V are dropped again)
