@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import tempfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from srdd_scale.utils.dist import dist_env_from_environ
 
 _SHM_DIR = Path("/dev/shm")
 _SHM_NAME = re.compile(r"^(\d{6})_")
+_SHM_LOCK_NAME = "srdd_scale_shm_registry.lock"
 
 
 class CollateCodes:
@@ -90,6 +94,26 @@ def _mapped_shm_prefixes() -> set[str]:
     return live
 
 
+@contextmanager
+def node_shm_lock() -> Iterator[None]:
+    """Hold this node's lock on streaming's /dev/shm registry (one lock file per node, shared by every job).
+
+    streaming registers a dataset by finding the first free prefix and then creating it; two jobs starting
+    together on one node can find the same one, and the second fails with FileExistsError (seen with two SLURM
+    array tasks). The lock also keeps a stale-segment sweep from unlinking a segment another job has created
+    but not yet mapped. Not reentrant: take it once per process at a time.
+    """
+    if not _SHM_DIR.is_dir():  # not Linux: streaming's segments live elsewhere, nothing to serialise
+        yield
+        return
+    fd = os.open(_SHM_DIR / _SHM_LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: other users can lock it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def release_stale_shared_memory() -> list[str]:
     """Unlink streaming's /dev/shm segments and temp-dir filelocks that no live process maps.
 
@@ -97,6 +121,12 @@ def release_stale_shared_memory() -> list[str]:
     would also unlink segments of jobs still running on the node, so only unmapped prefixes go.
     Returns the prefixes released.
     """
+    with node_shm_lock():
+        return _release_unmapped_segments()
+
+
+def _release_unmapped_segments() -> list[str]:
+    """release_stale_shared_memory's sweep; the caller holds node_shm_lock."""
     if not _SHM_DIR.is_dir():
         return []
     groups: dict[str, list[Path]] = {}
@@ -172,14 +202,18 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     first_on_node = dist_env_from_environ().local_rank == 0
     if remote is None or "://" not in remote:  # the shards are on a filesystem here: check them before reading
         verify_shards(remote or local, full_hash=full_hash and first_on_node)
-    if first_on_node:
-        release_stale_shared_memory()
     train = split == "train"
-    dataset = CheckedStreamingDataset(
-        local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle, shuffle_seed=seed,
-        shuffle_block_size=data_cfg.shuffle_block_size or None, predownload=data_cfg.predownload or None,
-        validate_hash="xxh64" if full_hash and remote is not None else None,  # checked as each shard arrives
-    )
+    # The node's first rank registers the dataset's shared memory (its other ranks attach to it) under the node
+    # lock, so jobs starting together on one node never pick the same prefix.
+    with node_shm_lock() if first_on_node else nullcontext():
+        if first_on_node:
+            _release_unmapped_segments()
+        dataset = CheckedStreamingDataset(
+            local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle,
+            shuffle_seed=seed, shuffle_block_size=data_cfg.shuffle_block_size or None,
+            predownload=data_cfg.predownload or None,
+            validate_hash="xxh64" if full_hash and remote is not None else None,  # checked as each shard arrives
+        )
     collate = CollateCodes(pad_id=int(meta.get("text_pad_id", 0)), text_length=int(meta.get("max_text_length", 1)),
                            vocab_size=meta.get("vocab_size"), text_vocab_size=meta.get("text_vocab_size"), source=path)
     workers = data_cfg.num_workers if num_workers is None else num_workers

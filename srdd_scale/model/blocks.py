@@ -127,7 +127,7 @@ class PrefixKV(LayerKV):
         return self.k_buf[:, :, :end], self.v_buf[:, :, :end]
 
     def snapshot(self) -> tuple[int, int, Optional[tuple[torch.Tensor, torch.Tensor]]]:
-        """Token counts and a copy of the newest scale's slice, the one a re-run of the next scale overwrites."""
+        """Token counts and a copy of the newest scale's slice (simple resampling re-runs that scale over it)."""
         if self.k_buf is None:
             return self.used, self.newest, None
         span = slice(self.newest, self.used)

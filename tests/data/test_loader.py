@@ -1,4 +1,5 @@
 import dataclasses
+import time
 from multiprocessing import shared_memory
 
 import pytest
@@ -211,3 +212,78 @@ def test_read_only_dataset_trains_through_a_local_cache(tmp_path, shapes_shards,
     assert int(proc.stdout.split()[-1]) == 24
     assert not list((root / "train").rglob("shard.*.mds"))  # nothing was decompressed next to the shards
     shutil.rmtree(work)
+
+
+CONCURRENT_START = """
+import json, sys, time
+from pathlib import Path
+from srdd_scale.data.config import DataConfig
+from srdd_scale.data.loader import build_dataloader
+shards, expected, folder = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+index, count = sys.argv[4], int(sys.argv[5])
+(folder / f"ready{index}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.005)
+loader = build_dataloader(DataConfig(heldout_path=shards, num_workers=0), "heldout", 4, 0, expected)
+(folder / f"built{index}").touch()
+while len(list(folder.glob("built*"))) < count:  # every reader's dataset alive at once
+    time.sleep(0.005)
+rows = sum(len(batch["codes"]) for batch in loader)
+print(loader.dataset._shm_prefix_int, rows, flush=True)
+"""
+
+
+def _start_readers(count: int, shards, expected: dict, folder):
+    """`count` processes that each build a loader over the heldout split once `folder / go` exists."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_START, str(shards / "heldout"), json.dumps(expected),
+                               str(folder), str(i), str(count)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(count)]
+    deadline = time.monotonic() + 120
+    while not all((folder / f"ready{i}").exists() for i in range(count)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a reader failed to start"
+        time.sleep(0.01)
+    return procs
+
+
+def _finish(procs) -> list[tuple[int, int]]:
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        prefix, rows = out.split()
+        results.append((int(prefix), int(rows)))
+    return results
+
+
+def test_jobs_starting_together_on_one_node_register_distinct_shared_memory(tmp_path, shapes_shards, image_tokenizer,
+                                                                            text_tokenizer):
+    """streaming picks a free /dev/shm prefix and then creates it; without the node lock two jobs released at the
+    same instant could pick the same one, and one died with FileExistsError (seen with two SLURM array tasks)."""
+    expected = tokenizer_meta(image_tokenizer, text_tokenizer)
+    for attempt in range(3):
+        folder = tmp_path / f"start{attempt}"
+        folder.mkdir()
+        procs = _start_readers(3, shapes_shards, expected, folder)
+        (folder / "go").touch()
+        results = _finish(procs)
+        assert [rows for _, rows in results] == [8, 8, 8]
+        assert len({prefix for prefix, _ in results}) == 3
+
+
+def test_a_loader_registers_its_shared_memory_only_under_the_node_lock(tmp_path, shapes_shards, image_tokenizer,
+                                                                       text_tokenizer):
+    from srdd_scale.data.loader import node_shm_lock
+
+    with node_shm_lock():
+        procs = _start_readers(1, shapes_shards, tokenizer_meta(image_tokenizer, text_tokenizer), tmp_path)
+        (tmp_path / "go").touch()
+        time.sleep(2.0)  # long enough for an unlocked build (~0.1 s): the reader must still be waiting
+        assert procs[0].poll() is None
+    assert _finish(procs)[0][1] == 8
