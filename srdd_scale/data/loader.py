@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -25,6 +27,7 @@ from srdd_scale.utils.dist import dist_env_from_environ
 _SHM_DIR = Path("/dev/shm")
 _SHM_NAME = re.compile(r"^(\d{6})_")
 _SHM_LOCK_NAME = "srdd_scale_shm_registry.lock"
+log = logging.getLogger(__name__)
 
 
 class CollateCodes:
@@ -94,6 +97,32 @@ def _mapped_shm_prefixes() -> set[str]:
     return live
 
 
+def _open_lock_file(path: Path) -> int | None:
+    """A read-only descriptor of the node's lock file (created world-readable if missing), None if it cannot be
+    opened. Opened without O_CREAT when it exists: another user's file in sticky /dev/shm refuses O_CREAT where
+    fs.protected_regular is set, and a read-only descriptor is all flock needs."""
+    for _ in range(2):
+        try:
+            return os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("%s: cannot open the node's shared-memory lock (%s); registering without it", path, err)
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            os.fchmod(fd, 0o444)  # the umask may have taken read access from other users
+            return fd
+        except FileExistsError:  # another process created it just now: open theirs
+            continue
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            log.warning("%s: cannot create the node's shared-memory lock (%s); registering without it", path, err)
+            return None
+    return None
+
+
 @contextmanager
 def node_shm_lock() -> Iterator[None]:
     """Hold this node's lock on streaming's /dev/shm registry (one lock file per node, shared by every job).
@@ -101,12 +130,13 @@ def node_shm_lock() -> Iterator[None]:
     streaming registers a dataset by finding the first free prefix and then creating it; two jobs starting
     together on one node can find the same one, and the second fails with FileExistsError (seen with two SLURM
     array tasks). The lock also keeps a stale-segment sweep from unlinking a segment another job has created
-    but not yet mapped. Not reentrant: take it once per process at a time.
+    but not yet mapped. Not reentrant: take it once per process at a time. Where the lock file cannot be opened
+    (another user's, a read-only /dev/shm) it warns and runs unlocked, as streaming alone would.
     """
-    if not _SHM_DIR.is_dir():  # not Linux: streaming's segments live elsewhere, nothing to serialise
+    fd = _open_lock_file(_SHM_DIR / _SHM_LOCK_NAME) if _SHM_DIR.is_dir() else None  # no /dev/shm: not Linux
+    if fd is None:
         yield
         return
-    fd = os.open(_SHM_DIR / _SHM_LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: other users can lock it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -121,27 +151,22 @@ def release_stale_shared_memory() -> list[str]:
     would also unlink segments of jobs still running on the node, so only unmapped prefixes go.
     Returns the prefixes released.
     """
-    with node_shm_lock():
-        return _release_unmapped_segments()
-
-
-def _release_unmapped_segments() -> list[str]:
-    """release_stale_shared_memory's sweep; the caller holds node_shm_lock."""
     if not _SHM_DIR.is_dir():
         return []
-    groups: dict[str, list[Path]] = {}
-    for entry in _SHM_DIR.iterdir():
-        match = _SHM_NAME.match(entry.name)
-        if match:
-            groups.setdefault(match.group(1), []).append(entry)
-    stale = sorted(set(groups) - _mapped_shm_prefixes())
-    tmp = Path(tempfile.gettempdir())
-    for prefix in stale:
-        for path in groups[prefix] + list(tmp.glob(f"{prefix}_*filelock")):
-            try:
-                path.unlink()
-            except OSError:
-                pass
+    with node_shm_lock():  # never between another job's creating a segment and mapping it
+        groups: dict[str, list[Path]] = {}
+        for entry in _SHM_DIR.iterdir():
+            match = _SHM_NAME.match(entry.name)
+            if match:
+                groups.setdefault(match.group(1), []).append(entry)
+        stale = sorted(set(groups) - _mapped_shm_prefixes())
+        tmp = Path(tempfile.gettempdir())
+        for prefix in stale:
+            for path in groups[prefix] + list(tmp.glob(f"{prefix}_*filelock")):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
     return stale
 
 
@@ -199,15 +224,19 @@ def build_dataloader(data_cfg: DataConfig, split: str, batch_size: int, seed: in
     meta = check_meta(local, expected_meta)
     check_class_labels(meta, model_classes, local)
     full_hash = data_cfg.verify_shards == "hash"
-    first_on_node = dist_env_from_environ().local_rank == 0
+    env = dist_env_from_environ()
+    first_on_node = env.local_rank == 0
     if remote is None or "://" not in remote:  # the shards are on a filesystem here: check them before reading
         verify_shards(remote or local, full_hash=full_hash and first_on_node)
     train = split == "train"
     # The node's first rank registers the dataset's shared memory (its other ranks attach to it) under the node
-    # lock, so jobs starting together on one node never pick the same prefix.
-    with node_shm_lock() if first_on_node else nullcontext():
-        if first_on_node:
-            _release_unmapped_segments()
+    # lock, so jobs starting together on one node never pick the same prefix. Only for jobs on one node: the
+    # registration runs barriers, and a lock held across a barrier that waits on another node could deadlock two
+    # multi-node jobs sharing nodes (each holding one node's lock, waiting on the other's).
+    single_node = env.local_world_size == env.world_size
+    if first_on_node:
+        release_stale_shared_memory()
+    with node_shm_lock() if first_on_node and single_node else nullcontext():
         dataset = CheckedStreamingDataset(
             local=local, remote=remote, batch_size=batch_size, shuffle=train and data_cfg.shuffle,
             shuffle_seed=seed, shuffle_block_size=data_cfg.shuffle_block_size or None,

@@ -65,8 +65,9 @@ class LayerKV(ABC):
         """See the class docstring."""
 
     @abstractmethod
-    def snapshot(self) -> object:
-        """See the class docstring."""
+    def snapshot(self, newest: bool) -> object:
+        """State to `restore` later. newest: the caller will re-run the newest scale (overwriting its keys) before
+        restoring, so they must be copied; False for a snapshot taken before a scale runs."""
 
     @abstractmethod
     def restore(self, state: object) -> None:
@@ -92,8 +93,8 @@ class WindowKV(LayerKV):
             self.chunks = (self.chunks + [(_own_storage(k), _own_storage(v))])[-self.keep :]
         return k_all, v_all
 
-    def snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return list(self.chunks)  # chunks are never written in place: references suffice
+    def snapshot(self, newest: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(self.chunks)  # chunks are never written in place: references suffice, newest or not
 
     def restore(self, state: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.chunks = list(state)
@@ -121,14 +122,17 @@ class PrefixKV(LayerKV):
             batch, heads, _, dim = k.shape
             self.k_buf = k.new_empty(batch, heads, self.capacity, dim)
             self.v_buf = v.new_empty(batch, heads, self.capacity, v.shape[-1])
+        elif k.shape[:2] != self.k_buf.shape[:2]:
+            raise ValueError(f"KV cache was started with [batch, heads] = {list(self.k_buf.shape[:2])}, this scale "
+                             f"has {list(k.shape[:2])}: one cache serves one batch (new_cache() per sample call)")
         self.k_buf[:, :, self.used : end] = k
         self.v_buf[:, :, self.used : end] = v
         self.newest, self.used = self.used, end
         return self.k_buf[:, :, :end], self.v_buf[:, :, :end]
 
-    def snapshot(self) -> tuple[int, int, Optional[tuple[torch.Tensor, torch.Tensor]]]:
-        """Token counts and a copy of the newest scale's slice (simple resampling re-runs that scale over it)."""
-        if self.k_buf is None:
+    def snapshot(self, newest: bool) -> tuple[int, int, Optional[tuple[torch.Tensor, torch.Tensor]]]:
+        """Token counts, and with `newest` a copy of the newest scale's slice (a re-run of that scale overwrites it)."""
+        if self.k_buf is None or not newest:
             return self.used, self.newest, None
         span = slice(self.newest, self.used)
         return self.used, self.newest, (self.k_buf[:, :, span].clone(), self.v_buf[:, :, span].clone())

@@ -97,7 +97,7 @@ def simple_resample(model: SRDDTransformer, tokenizer, k: int, f_hat: Optional[t
     """Simple resampling of scale k >= 1 (docs/method.md §6.4): `sr_steps` times, run scale k again on the state
     that includes its latest draw and redraw the whole scale from the new distribution. The caches are put back
     to what the first (true-state) forward left, so later scales attend to the input they were trained on."""
-    after_first = [kv.snapshot() for kv in cache]
+    after_first = [kv.snapshot(newest=True) for kv in cache]
     for _ in range(cfg.sr_steps):
         scale_input = own_draw_input(tokenizer, k, f_hat, tokens)
         if weight is not None:
@@ -169,7 +169,7 @@ def sample(
         for k, p in enumerate(model.patch_nums):
             weight = guidance_weight(cfg, k, num_scales) if guided else None
             resample = cfg.resample == "simple" and cfg.sr_steps and k > 0  # scale 0 has no state to condition on
-            history = [kv.snapshot() for kv in cache] if resample else None
+            history = [kv.snapshot(newest=False) for kv in cache] if resample else None
             logits = guided_scale_logits(model, k, scale_input, cond, cache, weight)
             tokens = draw_tokens(logits, cfg, generator).view(batch_size, p, p)
             if resample:

@@ -46,5 +46,7 @@ class PeakMemory:
         elif self.base is None:
             return
         else:
-            peak = _status_kib("VmHWM") * 1024
+            # the kernel syncs its per-thread RSS counters lazily, so VmHWM can read a little below the VmRSS
+            # taken at entry: a peak is never below where the window started
+            peak = max(_status_kib("VmHWM") * 1024, self.base)
         self.mib = (peak - self.base) / 2**20

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import time
 from multiprocessing import shared_memory
 
@@ -287,3 +288,54 @@ def test_a_loader_registers_its_shared_memory_only_under_the_node_lock(tmp_path,
         time.sleep(2.0)  # long enough for an unlocked build (~0.1 s): the reader must still be waiting
         assert procs[0].poll() is None
     assert _finish(procs)[0][1] == 8
+
+
+def test_node_lock_file_is_readable_by_every_user_whatever_the_umask(tmp_path, monkeypatch):
+    """Another user's job on the node must be able to open (read-only) and flock the file this job created."""
+    import os
+
+    from srdd_scale.data import loader
+
+    monkeypatch.setattr(loader, "_SHM_DIR", tmp_path)
+    old = os.umask(0o077)
+    try:
+        with loader.node_shm_lock():
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / loader._SHM_LOCK_NAME).stat().st_mode & 0o777 == 0o444
+
+
+UNOPENABLE_LOCK = """
+import logging, os, sys
+from srdd_scale.data import loader
+from pathlib import Path
+logging.basicConfig(level=logging.WARNING)
+os.setgid(65534)
+os.setuid(65534)  # nobody, who may not read root's 0600 lock file
+loader._SHM_DIR = Path(sys.argv[1])
+with loader.node_shm_lock():
+    print("registered", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_lock_file_this_user_cannot_open_warns_and_runs_unlocked():
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from srdd_scale.data import loader
+
+    shm = Path(tempfile.mkdtemp(prefix="srdd-shm-", dir="/tmp"))  # outside pytest's 0700 basetemp, as /dev/shm
+    os.chmod(shm, 0o1777)
+    (shm / loader._SHM_LOCK_NAME).touch(mode=0o600)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run([sys.executable, "-c", UNOPENABLE_LOCK, str(shm)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    shutil.rmtree(shm)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "registered"
+    assert "cannot open the node's shared-memory lock" in proc.stderr and "registering without it" in proc.stderr

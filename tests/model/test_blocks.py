@@ -166,10 +166,10 @@ def test_cache_restore_puts_back_what_the_first_forward_stored(mode):
     for cache in (plain, resampled):
         for k, v in kv[:2]:
             cache.extend(k, v)
-    history = resampled.snapshot()
+    history = resampled.snapshot(newest=False)
     plain.extend(*kv[2])
     resampled.extend(*kv[2])
-    after_first = resampled.snapshot()
+    after_first = resampled.snapshot(newest=True)
     for _ in range(2):
         resampled.restore(history)
         resampled.extend(*redraw)
@@ -184,4 +184,14 @@ def test_prefix_cache_rejects_a_scale_beyond_its_capacity():
     cache = PrefixKV(5)
     cache.extend(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))
     with pytest.raises(ValueError, match="holds 5 tokens; 4 stored, a scale of 4 does not fit"):
+        cache.extend(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))
+
+
+def test_prefix_cache_refuses_a_second_batch():
+    """One cache serves one batch: a smaller one would broadcast into the buffer."""
+    from srdd_scale.model.blocks import PrefixKV
+
+    cache = PrefixKV(5)
+    cache.extend(torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, 2))
+    with pytest.raises(ValueError, match=r"started with \[batch, heads\] = \[2, 1\], this scale has \[1, 1\]"):
         cache.extend(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))
