@@ -283,7 +283,7 @@ class SRDDTransformer(nn.Module):
         """Per-block inference caches; under `markovian` they hold only the text K/V (no self-attention cache)."""
         keep = history_scales(self.mask_mode)
         if keep is None:
-            return [PrefixKV(sum(p * p for p in self.patch_nums)) for _ in self.blocks]
+            return [PrefixKV(self.seq_len) for _ in self.blocks]
         return [WindowKV(keep) for _ in self.blocks]
 
     def forward_scale(
